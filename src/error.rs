@@ -1,0 +1,79 @@
+//! The library's one error type. Every variant that comes from user data names
+//! the file and, where it can, the column and line, so the message alone says
+//! what to fix.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: the file is empty (expected a header line and at least one data row)", file.display())]
+    EmptyFile { file: PathBuf },
+    #[error("{}: missing column `{column}` (the header has: {found})", file.display())]
+    MissingColumn {
+        file: PathBuf,
+        column: String,
+        found: String,
+    },
+    #[error("{}: line {line}, column `{column}`: {msg}", file.display())]
+    BadValue {
+        file: PathBuf,
+        line: u64,
+        column: String,
+        msg: String,
+    },
+    #[error("{}: could not parse the CSV{}: {source}", file.display(), lines.map(|(a, b)| format!(" in lines {a}..={b}")).unwrap_or_default())]
+    Csv {
+        file: PathBuf,
+        lines: Option<(u64, u64)>,
+        #[source]
+        source: polars::error::PolarsError,
+    },
+    #[error("{}: {source}", file.display())]
+    Parquet {
+        file: PathBuf,
+        #[source]
+        source: polars::error::PolarsError,
+    },
+    #[error("{}: {msg}", path.display())]
+    Invalid { path: PathBuf, msg: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Invalid {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn bad_value(
+        file: impl Into<PathBuf>,
+        line: u64,
+        column: &str,
+        msg: impl Into<String>,
+    ) -> Self {
+        Error::BadValue {
+            file: file.into(),
+            line,
+            column: column.to_string(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! recforge: a trainer for neural recommender models.
+//!
+//! Data flows one way: [`ingest`] → [`split`] → (features/sequences → train)
+//! → [`eval`] → export → infer. This crate holds the data side, the exact
+//! metrics and the baselines; [`pipeline`] wires them into the CLI's commands.
+
+pub mod baseline;
+pub mod cache;
+pub mod data;
+pub mod dates;
+pub mod error;
+pub mod eval;
+pub mod fsutil;
+pub mod ingest;
+pub mod pipeline;
+pub mod report;
+pub mod resources;
+pub mod rng;
+pub mod split;
+pub mod submission;
+pub mod synth;
+
+pub use error::{Error, Result};

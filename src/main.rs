@@ -1,0 +1,310 @@
+//! The `recforge` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use recforge::baseline;
+use recforge::ingest::Format;
+use recforge::pipeline::{self, BaselineOptions};
+use recforge::split::SplitKind;
+use recforge::synth::{self, SynthConfig};
+
+mod bench;
+
+#[derive(Parser)]
+#[command(
+    name = "recforge",
+    version,
+    about = "Train, evaluate and export neural recommender models"
+)]
+struct Cli {
+    /// Print wall time and peak memory to stderr when the command ends
+    /// (used by the benchmarks).
+    #[arg(long, global = true)]
+    report_resources: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a synthetic purchase log in the H&M Kaggle schema.
+    Synth(SynthArgs),
+    /// Validate raw data (H&M CSVs or RecBole atomic files) and write a Parquet cache.
+    Prepare(PrepareArgs),
+    /// Score the classic baselines on a split and write the results table.
+    Baseline(BaselineArgs),
+    /// Check a Kaggle submission file against a prepared dataset.
+    CheckSubmission {
+        /// The submission CSV (customer_id,prediction).
+        #[arg(long)]
+        file: PathBuf,
+        /// The prepared cache of the same data (from `recforge prepare`).
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Generate a small dataset, prepare it and run the baselines: the whole
+    /// job on data it makes itself.
+    Quickstart {
+        /// Working directory for the data, cache, results and submission.
+        #[arg(long, default_value = "data/quickstart")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 4_000)]
+        articles: usize,
+        #[arg(long, default_value_t = 182)]
+        days: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Benchmarks that write a results table.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCmd,
+    },
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Output directory for articles.csv, customers.csv, transactions_train.csv
+    /// and sample_submission.csv.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with generator settings (see datasets/README.md); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of customers (the real data has 1,371,980).
+    #[arg(long)]
+    customers: Option<usize>,
+    /// Number of articles (the real data has 105,542).
+    #[arg(long)]
+    articles: Option<usize>,
+    /// Days of transactions (the real log covers 734).
+    #[arg(long)]
+    days: Option<u32>,
+    /// Seed of every random draw.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    /// Directory with the raw files.
+    #[arg(long)]
+    data: PathBuf,
+    /// Cache directory to write (replaced atomically when complete).
+    #[arg(long)]
+    out: PathBuf,
+    /// Input format; `auto` picks H&M when transactions_train.csv exists.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: Format,
+}
+
+#[derive(Args)]
+struct BaselineArgs {
+    /// Prepared cache directory (from `recforge prepare`).
+    #[arg(long)]
+    data: PathBuf,
+    /// How to split: `last-week` (H&M: target = last --target-days days),
+    /// `loo` (RecBole leave-one-out), `explicit` (the split files given to prepare).
+    #[arg(long, value_enum, default_value = "last-week")]
+    split: SplitKind,
+    /// Length of the target period for `last-week`, in days.
+    #[arg(long, default_value_t = 7)]
+    target_days: u32,
+    /// Cut-offs to report; the first one picks the best baseline (MAP).
+    /// Default: 12 for last-week, 10 for loo/explicit.
+    #[arg(long, value_delimiter = ',')]
+    k: Vec<usize>,
+    /// Hide items the customer already bought (except in repurchase).
+    #[arg(long)]
+    mask_seen: bool,
+    /// Window of recent-popular, in days.
+    #[arg(long, default_value_t = 7)]
+    recent_days: i64,
+    /// Half-life of the popularity decay, in days.
+    #[arg(long, default_value_t = 7.0)]
+    half_life_days: f64,
+    /// Only purchases this many days old or newer are repurchase candidates.
+    #[arg(long, default_value_t = 28)]
+    repurchase_days: i64,
+    /// Directory for the JSON + Markdown results table.
+    #[arg(long, default_value = "experiments/results")]
+    results_dir: PathBuf,
+    /// Write a Kaggle submission of the best baseline, refitted on all data (H&M only).
+    #[arg(long)]
+    submission: Option<PathBuf>,
+}
+
+fn synth_cmd(a: &SynthArgs) -> Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => SynthConfig::from_toml_file(p)?,
+        None => SynthConfig::default(),
+    };
+    cfg.customers = a.customers.unwrap_or(cfg.customers);
+    cfg.articles = a.articles.unwrap_or(cfg.articles);
+    cfg.days = a.days.unwrap_or(cfg.days);
+    cfg.seed = a.seed.unwrap_or(cfg.seed);
+    let t = Instant::now();
+    let s = synth::generate(&cfg, &a.out)
+        .with_context(|| format!("generating into {}", a.out.display()))?;
+    println!(
+        "wrote {} customers, {} articles, {} transactions ({} .. {}) to {} in {:.1}s",
+        s.customers,
+        s.articles,
+        s.transactions,
+        s.first_date,
+        s.last_date,
+        a.out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn prepare_cmd(data: &Path, out: &Path, format: Format) -> Result<recforge::data::Dataset> {
+    let t = Instant::now();
+    let ds = pipeline::prepare(data, out, format)
+        .with_context(|| format!("preparing {}", data.display()))?;
+    println!(
+        "prepared `{}`: {} users, {} items, {} interactions -> {} in {:.1}s",
+        ds.meta.name,
+        ds.users.len() - 1,
+        ds.items.len() - 1,
+        ds.inter.len(),
+        out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(ds)
+}
+
+fn baseline_cmd(a: &BaselineArgs) -> Result<()> {
+    let ds = recforge::cache::read(&a.data)?;
+    let ks = if a.k.is_empty() {
+        vec![if a.split == SplitKind::LastWeek {
+            12
+        } else {
+            10
+        }]
+    } else {
+        a.k.clone()
+    };
+    let opt = BaselineOptions {
+        split: a.split,
+        target_days: a.target_days,
+        ks,
+        params: baseline::Params {
+            recent_days: a.recent_days,
+            half_life_days: a.half_life_days,
+            repurchase_days: a.repurchase_days,
+            mask_seen: a.mask_seen,
+            ..Default::default()
+        },
+        results_dir: a.results_dir.clone(),
+        submission: a.submission.clone(),
+    };
+    run_and_print(&ds, &opt)
+}
+
+fn run_and_print(ds: &recforge::data::Dataset, opt: &BaselineOptions) -> Result<()> {
+    let out = pipeline::run_baselines(ds, opt)?;
+    println!("{}", out.table.markdown());
+    println!(
+        "results: {} and {}",
+        out.files.0.display(),
+        out.files.1.display()
+    );
+    if let Some(p) = out.submission {
+        println!(
+            "submission of the best baseline ({}): {}",
+            out.best.name(),
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+fn quickstart(dir: &Path, customers: usize, articles: usize, days: u32, seed: u64) -> Result<()> {
+    let raw = dir.join("raw");
+    let cfg = SynthConfig {
+        customers,
+        articles,
+        days,
+        seed,
+        ..SynthConfig::default()
+    };
+    let t = Instant::now();
+    let s = synth::generate(&cfg, &raw)?;
+    println!(
+        "1/3 synth: {} transactions in {:.1}s -> {}",
+        s.transactions,
+        t.elapsed().as_secs_f64(),
+        raw.display()
+    );
+    let cache = dir.join("cache");
+    let ds = prepare_cmd(&raw, &cache, Format::Hm)?;
+    println!("2/3 prepare: done");
+    let sub = dir.join("submission.csv");
+    let opt = BaselineOptions {
+        split: SplitKind::LastWeek,
+        target_days: 7,
+        ks: vec![12],
+        params: baseline::Params::default(),
+        results_dir: dir.join("results"),
+        submission: Some(sub.clone()),
+    };
+    println!("3/3 baselines:");
+    run_and_print(&ds, &opt)?;
+    let report = recforge::submission::check(&ds, &sub)?;
+    println!(
+        "submission check: ok, {} rows for {} customers",
+        report.rows, report.customers
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Synth(a) => synth_cmd(&a),
+        Cmd::Prepare(a) => prepare_cmd(&a.data, &a.out, a.format).map(|_| ()),
+        Cmd::Baseline(a) => baseline_cmd(&a),
+        Cmd::CheckSubmission { file, data } => {
+            let ds = recforge::cache::read(&data)?;
+            let r = recforge::submission::check(&ds, &file)?;
+            println!(
+                "ok: {} rows, every one of {} customers covered",
+                r.rows, r.customers
+            );
+            Ok(())
+        }
+        Cmd::Quickstart {
+            dir,
+            customers,
+            articles,
+            days,
+            seed,
+        } => quickstart(&dir, customers, articles, days, seed),
+        Cmd::Bench { what } => bench::run(what),
+    }
+}
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    let cli = Cli::parse();
+    let report = cli.report_resources;
+    let result = run(cli);
+    if report {
+        eprintln!("{}", recforge::resources::report_line(start));
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Result tables: printed, and written as JSON + Markdown for `experiments/results/`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::eval::Metrics;
+use crate::fsutil::write_atomic;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub metrics: Vec<Metrics>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Table {
+    pub title: String,
+    pub dataset: String,
+    /// Free-form description of the protocol (split, target period, masking).
+    pub protocol: String,
+    pub rows: Vec<Row>,
+}
+
+fn fmt(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() < 1e-3 {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+impl Table {
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "# {}\n\nDataset: `{}`. {}\n",
+            self.title, self.dataset, self.protocol
+        );
+        let Some(first) = self.rows.first() else {
+            return s;
+        };
+        for (ki, m0) in first.metrics.iter().enumerate() {
+            let cols = m0.columns();
+            s.push_str(&format!(
+                "\n| baseline | users | {} |\n",
+                cols.iter()
+                    .map(|c| c.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+            s.push_str(&format!("|---|---:|{}\n", "---:|".repeat(cols.len())));
+            for r in &self.rows {
+                let m = &r.metrics[ki];
+                let vals: Vec<String> = m.columns().iter().map(|c| fmt(c.1)).collect();
+                s.push_str(&format!(
+                    "| {} | {} | {} |\n",
+                    r.name,
+                    m.users,
+                    vals.join(" | ")
+                ));
+            }
+        }
+        s
+    }
+
+    /// Writes `<dir>/<stem>.json` and `<dir>/<stem>.md`; returns both paths.
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf)> {
+        let json = dir.join(format!("{stem}.json"));
+        let md = dir.join(format!("{stem}.md"));
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| Error::invalid(&json, e.to_string()))?;
+        write_atomic(&json, &bytes)?;
+        write_atomic(&md, self.markdown().as_bytes())?;
+        Ok((json, md))
+    }
+}

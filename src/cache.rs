@@ -5,7 +5,7 @@
 //! CACHE/interactions.parquet  user u32, item u32, time i64, price f32, channel u8, part u8
 //! CACHE/items.parquet         item_id str (original, e.g. 0108775015), one u32 code column per feature
 //! CACHE/users.parquet         user_id str, age_years f32 (null = unknown), one u32 code column per feature
-//! CACHE/vocab.json            {"items": {feature: [raw values by code]}, "users": {...}}
+//! CACHE/vocab.json            {"items": [{"name": feature, "values": [raw value of each code]}], "users": [...]}
 //! ```
 //! Row i of items/users is dense id i; row 0 is padding.
 
@@ -19,7 +19,14 @@ use crate::data::{CACHE_FORMAT_VERSION, Dataset, Entities, Feature, Interactions
 use crate::error::{Error, Result};
 use crate::fsutil::{AtomicDir, write_atomic};
 
-type Vocab = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+/// Feature vocabularies in feature order (order matters: models index features by position).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VocabEntry {
+    name: String,
+    values: Vec<String>,
+}
+
+type Vocab = BTreeMap<String, Vec<VocabEntry>>;
 
 fn write_parquet(path: &Path, columns: Vec<Column>) -> Result<()> {
     let height = columns.first().map(|c| c.len()).unwrap_or(0);
@@ -75,10 +82,15 @@ pub fn write(ds: &Dataset, out: &Path) -> Result<()> {
 
     let mut vocab: Vocab = BTreeMap::new();
     for (kind, e) in [("items", &ds.items), ("users", &ds.users)] {
-        let m = vocab.entry(kind.into()).or_default();
-        for f in &e.features {
-            m.insert(f.name.clone(), f.vocab.clone());
-        }
+        let list = e
+            .features
+            .iter()
+            .map(|f| VocabEntry {
+                name: f.name.clone(),
+                values: f.vocab.clone(),
+            })
+            .collect();
+        vocab.insert(kind.into(), list);
     }
     let vp = p.join("vocab.json");
     write_atomic(
@@ -123,7 +135,7 @@ fn no_null<T: PolarsNumericType>(ca: &ChunkedArray<T>) -> Vec<T::Native> {
 fn read_entities(
     path: &Path,
     id_col: &str,
-    vocab: Option<&BTreeMap<String, Vec<String>>>,
+    vocab: Option<&[VocabEntry]>,
 ) -> Result<(Entities, DataFrame)> {
     let df = read_parquet(path)?;
     let ids = col_vec(&df, path, id_col, |c| {
@@ -134,12 +146,12 @@ fn read_entities(
     })?;
     let mut features = Vec::new();
     if let Some(v) = vocab {
-        for (name, values) in v {
-            let codes = col_vec(&df, path, name, |c| Ok(no_null(c.u32()?)))?;
+        for entry in v {
+            let codes = col_vec(&df, path, &entry.name, |c| Ok(no_null(c.u32()?)))?;
             features.push(Feature {
-                name: name.clone(),
+                name: entry.name.clone(),
                 codes,
-                vocab: values.clone(),
+                vocab: entry.values.clone(),
             });
         }
     }
@@ -168,9 +180,9 @@ pub fn read(dir: &Path) -> Result<Dataset> {
     let vocab: Vocab = serde_json::from_slice(&std::fs::read(&vp).map_err(|e| Error::io(&vp, e))?)
         .map_err(|e| json_err(&vp, e))?;
     let ip = dir.join("items.parquet");
-    let (items, _) = read_entities(&ip, "item_id", vocab.get("items"))?;
+    let (items, _) = read_entities(&ip, "item_id", vocab.get("items").map(Vec::as_slice))?;
     let up = dir.join("users.parquet");
-    let (users, udf) = read_entities(&up, "user_id", vocab.get("users"))?;
+    let (users, udf) = read_entities(&up, "user_id", vocab.get("users").map(Vec::as_slice))?;
     let age = col_vec(&udf, &up, "age_years", |c| {
         Ok(c.f32()?.iter().map(|a| a.unwrap_or(f32::NAN)).collect())
     })?;

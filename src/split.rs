@@ -138,7 +138,7 @@ pub fn split(ds: &Dataset, kind: SplitKind, target_days: u32) -> Result<Split> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::data::*;
 

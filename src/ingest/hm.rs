@@ -262,3 +262,48 @@ pub fn read_transactions(
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_numbers_stay_exact_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("transactions_train.csv");
+        let cust = "a".repeat(64);
+        let mut text = String::from("t_dat,customer_id,article_id,price,sales_channel_id\n");
+        for line in 2..=120 {
+            let date = if line == 97 {
+                "2020-9-01"
+            } else {
+                "2020-09-01"
+            };
+            text.push_str(&format!("{date},{cust},0108775015,0.0{line},2\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        let customers: FxHashMap<String, u32> = [(cust.clone(), 1)].into_iter().collect();
+        let articles: FxHashMap<String, u32> =
+            [("0108775015".to_string(), 1)].into_iter().collect();
+        let mut out = Interactions::default();
+        // ~100-byte rows in 300-byte chunks: the bad row is deep in a later chunk.
+        let err =
+            read_transactions(&path, Part::Log, &customers, &articles, 300, &mut out).unwrap_err();
+        assert!(err.to_string().contains("line 97, column `t_dat`"), "{err}");
+        assert_eq!(out.len(), 95, "rows before the bad one were read in order");
+        assert!((out.price[94] - 0.096).abs() < 1e-6);
+    }
+
+    #[test]
+    fn article_ids_without_leading_zero_are_padded() {
+        assert_eq!(
+            normalize_article_id("108775015").as_deref(),
+            Some("0108775015")
+        );
+        assert_eq!(
+            normalize_article_id("0108775015").as_deref(),
+            Some("0108775015")
+        );
+        assert_eq!(normalize_article_id("10877501x"), None);
+    }
+}

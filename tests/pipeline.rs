@@ -1,0 +1,258 @@
+//! synth → prepare → baselines → submission, on small generated data and on
+//! hand-written RecBole atomic files.
+
+mod common;
+
+use std::path::Path;
+
+use common::{recforge, small_hm};
+use recforge::baseline::Params;
+use recforge::ingest::Format;
+use recforge::pipeline::{BaselineOptions, prepare, run_baselines};
+use recforge::split::SplitKind;
+use recforge::synth::{SynthConfig, generate};
+
+fn opts(dir: &Path, split: SplitKind, ks: Vec<usize>) -> BaselineOptions {
+    BaselineOptions {
+        split,
+        target_days: 7,
+        ks,
+        params: Params::default(),
+        results_dir: dir.join("results"),
+        submission: None,
+    }
+}
+
+#[test]
+fn synth_is_deterministic_per_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        customers: 500,
+        articles: 200,
+        days: 30,
+        seed: 9,
+        ..SynthConfig::default()
+    };
+    generate(&cfg, &dir.path().join("a")).unwrap();
+    generate(&cfg, &dir.path().join("b")).unwrap();
+    generate(&SynthConfig { seed: 10, ..cfg }, &dir.path().join("c")).unwrap();
+    for f in [
+        "articles.csv",
+        "customers.csv",
+        "transactions_train.csv",
+        "sample_submission.csv",
+    ] {
+        let a = std::fs::read(dir.path().join("a").join(f)).unwrap();
+        assert_eq!(
+            a,
+            std::fs::read(dir.path().join("b").join(f)).unwrap(),
+            "{f}"
+        );
+        assert_ne!(
+            a,
+            std::fs::read(dir.path().join("c").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn cache_round_trips_and_keeps_leading_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = small_hm(dir.path(), 11);
+    let cache = dir.path().join("cache");
+    let ds = prepare(&raw, &cache, Format::Auto).unwrap();
+    let back = recforge::cache::read(&cache).unwrap();
+    // Field by field: ages use NaN for unknown, and NaN != NaN.
+    assert!(
+        ds.meta == back.meta
+            && ds.users == back.users
+            && ds.items == back.items
+            && ds.inter == back.inter
+    );
+    assert!(
+        ds.age
+            .iter()
+            .zip(&back.age)
+            .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()))
+    );
+    assert!(back.age.iter().skip(1).any(|a| a.is_nan()) && back.age.iter().any(|a| *a > 17.0));
+    assert_eq!(back.items.ids[0], "", "index 0 is padding");
+    assert!(
+        back.items.ids[1..]
+            .iter()
+            .all(|id| id.len() == 10 && id.starts_with('0'))
+    );
+    assert!(back.inter.item.iter().all(|&i| i >= 1) && back.inter.user.iter().all(|&u| u >= 1));
+    let rows = std::fs::read_to_string(raw.join("transactions_train.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert_eq!(back.inter.len(), rows);
+    assert_eq!(
+        back.items.feature("product_type_no").unwrap().codes.len(),
+        back.items.len()
+    );
+}
+
+#[test]
+fn repurchase_beats_popularity_and_the_submission_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    let cfg = SynthConfig {
+        customers: 12_000,
+        articles: 2_000,
+        days: 120,
+        seed: 5,
+        ..SynthConfig::default()
+    };
+    generate(&cfg, &raw).unwrap();
+    let ds = prepare(&raw, &dir.path().join("cache"), Format::Hm).unwrap();
+    let sub = dir.path().join("sub.csv");
+    let out = run_baselines(
+        &ds,
+        &BaselineOptions {
+            submission: Some(sub.clone()),
+            ..opts(dir.path(), SplitKind::LastWeek, vec![12])
+        },
+    )
+    .unwrap();
+    let map = |name: &str| {
+        out.table
+            .rows
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap()
+            .metrics[0]
+            .map
+    };
+    assert!(
+        map("repurchase+popular") > 1.2 * map("popular"),
+        "{}",
+        out.table.markdown()
+    );
+    assert!(
+        map("decayed-popular") > map("popular"),
+        "popularity drifts, so recency must help"
+    );
+    assert!(out.files.0.exists() && out.files.1.exists());
+    let report = recforge::submission::check(&ds, &sub).unwrap();
+    assert_eq!(report.rows, cfg.customers);
+
+    // The checker rejects a damaged file.
+    let text = std::fs::read_to_string(&sub).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(5);
+    std::fs::write(&sub, lines.join("\n")).unwrap();
+    assert!(recforge::submission::check(&ds, &sub).is_err());
+}
+
+fn write_atomic_files(dir: &Path, split_files: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("toy.user"),
+        "user_id:token\tage:token\tgender:token\nu1\t24\tM\nu2\t53\tF\nu3\t33\tF\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("toy.item"), "item_id:token\tclass:token_seq\tyear:token\na\tx y\t1995\nb\tx\t1996\nc\ty\t1995\nd\tz\t1990\n").unwrap();
+    let rows = "u1\ta\t5\t10\nu1\tb\t4\t20\nu1\tc\t3\t30\nu2\ta\t5\t10\nu2\tb\t4\t20\nu2\td\t1\t30\nu3\ta\t2\t15\nu3\tc\t2\t40\n";
+    let header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n";
+    if split_files {
+        let lines: Vec<&str> = rows.lines().collect();
+        std::fs::write(
+            dir.join("toy.train.inter"),
+            format!("{header}{}\n", lines[..5].join("\n")),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("toy.valid.inter"),
+            format!("{header}{}\n", lines[5..6].join("\n")),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("toy.test.inter"),
+            format!("{header}{}\n", lines[6..].join("\n")),
+        )
+        .unwrap();
+    } else {
+        std::fs::write(dir.join("toy.inter"), format!("{header}{rows}")).unwrap();
+    }
+}
+
+#[test]
+fn recbole_atomic_files_with_loo_and_explicit_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    write_atomic_files(&dir.path().join("plain"), false);
+    let ds = prepare(
+        &dir.path().join("plain"),
+        &dir.path().join("c1"),
+        Format::Auto,
+    )
+    .unwrap();
+    assert_eq!((ds.users.len(), ds.items.len(), ds.inter.len()), (4, 5, 8));
+    assert_eq!(ds.meta.name, "toy");
+    assert_eq!(ds.age[2], 53.0);
+    assert!(ds.users.feature("gender").is_some());
+    assert!(
+        ds.items.feature("class").is_none(),
+        "token_seq fields are not categorical features"
+    );
+    let s = recforge::split::split(&ds, SplitKind::Loo, 7).unwrap();
+    // u1 and u2 hold out two rows each, u3 one (test only).
+    assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (3, 2, 3));
+    let out = run_baselines(&ds, &opts(dir.path(), SplitKind::Loo, vec![1, 2])).unwrap();
+    assert_eq!(out.table.rows[0].metrics[0].users, 3);
+
+    write_atomic_files(&dir.path().join("split"), true);
+    let ds = prepare(
+        &dir.path().join("split"),
+        &dir.path().join("c2"),
+        Format::Recbole,
+    )
+    .unwrap();
+    let s = recforge::split::split(&ds, SplitKind::Explicit, 7).unwrap();
+    assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (5, 1, 2));
+}
+
+#[test]
+fn unknown_recbole_item_is_an_error_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_atomic_files(dir.path(), false);
+    let inter = dir.path().join("toy.inter");
+    let text = std::fs::read_to_string(&inter)
+        .unwrap()
+        .replace("u3\tc\t2\t40", "u3\tzz\t2\t40");
+    std::fs::write(&inter, text).unwrap();
+    let e = prepare(dir.path(), &dir.path().join("c"), Format::Auto)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("toy.inter: line 9, column `item_id`: unknown item `zz`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cli_quickstart_runs_and_help_explains_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("qs");
+    let (ok, stdout, stderr) = recforge(&[
+        "quickstart",
+        "--dir",
+        d.to_str().unwrap(),
+        "--customers",
+        "2000",
+        "--articles",
+        "500",
+        "--days",
+        "60",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("repurchase+popular") && stdout.contains("submission check: ok"),
+        "{stdout}"
+    );
+    let (ok, help, _) = recforge(&["synth", "--help"]);
+    assert!(ok && help.contains("--customers") && help.contains("real data has 1,371,980"));
+}

@@ -61,18 +61,22 @@ fn is_customer_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// An id-keyed file read whole: its entities, id → dense id, and the raw
+/// frame and header for the columns a caller converts itself.
+struct EntityTable {
+    entities: Entities,
+    map: FxHashMap<String, u32>,
+    df: polars::prelude::DataFrame,
+    header: Vec<String>,
+}
+
 fn entities(
     path: &Path,
     id_col: &str,
     feature_cols: &[&str],
     normalize: impl Fn(&str) -> Option<String>,
     id_rule: &str,
-) -> Result<(
-    Entities,
-    FxHashMap<String, u32>,
-    polars::prelude::DataFrame,
-    Vec<String>,
-)> {
+) -> Result<EntityTable> {
     let (header, df) = read_all(path, b',')?;
     let mut required = vec![id_col];
     required.extend_from_slice(feature_cols);
@@ -113,12 +117,19 @@ fn entities(
             vocab: enc.vocab,
         });
     }
-    Ok((Entities { ids, features }, map, df, header))
+    Ok(EntityTable {
+        entities: Entities { ids, features },
+        map,
+        df,
+        header,
+    })
 }
 
 pub fn read_articles(dir: &Path) -> Result<(Entities, FxHashMap<String, u32>)> {
     let path = dir.join("articles.csv");
-    let (e, map, _, _) = entities(
+    let EntityTable {
+        entities: e, map, ..
+    } = entities(
         &path,
         "article_id",
         ARTICLE_FEATURES,
@@ -130,7 +141,12 @@ pub fn read_articles(dir: &Path) -> Result<(Entities, FxHashMap<String, u32>)> {
 
 pub fn read_customers(dir: &Path) -> Result<(Entities, Vec<f32>, FxHashMap<String, u32>)> {
     let path = dir.join("customers.csv");
-    let (e, map, df, header) = entities(
+    let EntityTable {
+        entities: e,
+        map,
+        df,
+        header,
+    } = entities(
         &path,
         "customer_id",
         CUSTOMER_FEATURES,

@@ -343,7 +343,18 @@ pub struct CatalogueParams {
 /// Returns the articles and, for each type, its range.
 pub fn generate(p: &CatalogueParams, rng: &mut Rng) -> (Vec<Article>, Vec<std::ops::Range<usize>>) {
     // Products first (1-5 colour variants each), then variants.
-    let mut products: Vec<(usize, usize, usize, usize, f64, i32, f64, f64, f64)> = Vec::new();
+    struct Product {
+        ptype: usize,
+        index: usize,
+        section: usize,
+        variants: usize,
+        price: f64,
+        arrival: i32,
+        appeal: f64,
+        lifetime: f64,
+        floor: f64,
+    }
+    let mut products: Vec<Product> = Vec::new();
     let mut n = 0usize;
     let type_weights: Vec<f64> = TYPES
         .iter()
@@ -378,12 +389,20 @@ pub fn generate(p: &CatalogueParams, rng: &mut Rng) -> (Vec<Article>, Vec<std::o
         } else {
             (rng.lognormal(3.8, 0.5), 0.01)
         };
-        products.push((
-            ptype, index, section, variants, price, arrival, appeal, lifetime, floor,
-        ));
+        products.push(Product {
+            ptype,
+            index,
+            section,
+            variants,
+            price,
+            arrival,
+            appeal,
+            lifetime,
+            floor,
+        });
         n += variants;
     }
-    products.sort_by_key(|p| p.0);
+    products.sort_by_key(|p| p.ptype);
 
     let mut codes: Vec<u32> = Vec::with_capacity(products.len());
     let mut used = std::collections::HashSet::new();
@@ -396,9 +415,18 @@ pub fn generate(p: &CatalogueParams, rng: &mut Rng) -> (Vec<Article>, Vec<std::o
 
     let mut articles = Vec::with_capacity(p.n_articles);
     let mut ranges = vec![0..0; TYPES.len()];
-    for (pi, &(ptype, index, section, variants, price, arrival, appeal, lifetime, floor)) in
-        products.iter().enumerate()
-    {
+    for (pi, p) in products.iter().enumerate() {
+        let Product {
+            ptype,
+            index,
+            section,
+            variants,
+            price,
+            arrival,
+            appeal,
+            lifetime,
+            floor,
+        } = *p;
         let code = codes[pi];
         let appearance = rng.weighted(&[6.0, 1.5, 1.5, 1.0, 1.0, 0.7, 0.5, 1.0, 0.5, 0.3]);
         let adjective = [

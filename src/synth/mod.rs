@@ -82,7 +82,11 @@ impl SynthConfig {
         if self.customers > u32::MAX as usize / 2 || self.articles > 9_000_000 {
             return bad("customers or articles too large for 32-bit dense ids");
         }
-        if !(self.basket_mean >= 1.0) || !(self.purchases_per_customer_year > 0.0) {
+        // Written so NaN fails too.
+        let below = |v: f64, min: f64| v.is_nan() || v < min;
+        if below(self.basket_mean, 1.0)
+            || below(self.purchases_per_customer_year, f64::MIN_POSITIVE)
+        {
             return bad("basket_mean must be >= 1 and purchases_per_customer_year > 0");
         }
         for (name, v) in [
@@ -94,7 +98,7 @@ impl SynthConfig {
                 return Err(Error::Config(format!("{name} must be in [0, 1], got {v}")));
             }
         }
-        if self.taste_groups == 0 || !(self.appeal_alpha > 0.0) {
+        if self.taste_groups == 0 || below(self.appeal_alpha, f64::MIN_POSITIVE) {
             return bad("taste_groups must be >= 1 and appeal_alpha > 0");
         }
         crate::dates::parse_ymd(&self.start_date).ok_or_else(|| {

@@ -134,7 +134,8 @@ pub fn generate(p: &PeopleParams, tastes: &[Taste], rng: &mut Rng) -> Vec<Custom
                 active: fn_flag && rng.chance(0.97),
                 club: rng.weighted(&[0.928, 0.066, 0.001, 0.005]) as u8,
                 news: rng.weighted(&[0.635, 0.35, 0.0005, 0.0145]) as u8,
-                region: rng.pareto(1.1).min(1e6) as u32,
+                // Heavy-tailed regions: the most common postal code holds ~5% of customers.
+                region: (20.0 * rng.pareto(1.1)).min(1e9) as u32,
             }
         })
         .collect()
@@ -143,7 +144,7 @@ pub fn generate(p: &PeopleParams, tastes: &[Taste], rng: &mut Rng) -> Vec<Custom
 /// 64 lowercase hex characters derived from (seed, index), like the
 /// anonymised ids of the real data.
 pub fn hex_id(seed: u64, kind: u64, index: u64, out: &mut [u8; 64]) {
-    let mut r = Rng::stream(seed ^ 0x5eed_1d5, kind.wrapping_mul(1 << 40) ^ index);
+    let mut r = Rng::stream(seed ^ 0x05ee_d1d5, kind.wrapping_mul(1 << 40) ^ index);
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for chunk in out.chunks_mut(16) {
         let v = r.next_u64();

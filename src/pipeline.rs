@@ -96,6 +96,7 @@ full ranking over {} items; already-bought items {}. Baseline parameters: {}.",
         dataset: ds.meta.name.clone(),
         protocol,
         rows,
+        has_price: ds.meta.has_price,
     };
     let split_name = match opt.split {
         SplitKind::LastWeek => "last-week",

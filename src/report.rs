@@ -21,6 +21,8 @@ pub struct Table {
     /// Free-form description of the protocol (split, target period, masking).
     pub protocol: String,
     pub rows: Vec<Row>,
+    /// Whether the data has prices; without them revenue is shown as n/a.
+    pub has_price: bool,
 }
 
 fn fmt(v: f64) -> String {
@@ -54,7 +56,17 @@ impl Table {
             s.push_str(&format!("|---|---:|{}\n", "---:|".repeat(cols.len())));
             for r in &self.rows {
                 let m = &r.metrics[ki];
-                let vals: Vec<String> = m.columns().iter().map(|c| fmt(c.1)).collect();
+                let vals: Vec<String> = m
+                    .columns()
+                    .iter()
+                    .map(|(name, v)| {
+                        if !self.has_price && name.starts_with("RevPerImp") {
+                            "n/a".to_string()
+                        } else {
+                            fmt(*v)
+                        }
+                    })
+                    .collect();
                 s.push_str(&format!(
                     "| {} | {} | {} |\n",
                     r.name,

@@ -47,64 +47,46 @@ fn hits(truth: &Truth, pred: &[u32], k: usize) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// Average precision at k as Kaggle's H&M metric: sum of precision at each
-/// hit, divided by min(|truth|, k).
-pub fn average_precision(truth: &Truth, pred: &[u32], k: usize) -> f64 {
+/// One customer's metrics at k, all derived from one pass over the top k.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Scores {
+    /// Average precision as Kaggle's H&M metric: sum of precision at each
+    /// hit, divided by min(|truth|, k).
+    pub ap: f64,
+    /// Share of the purchased items found in the top k (RecBole's Recall@K).
+    pub recall: f64,
+    /// Binary-relevance NDCG; the ideal ranking puts min(|truth|, k) hits first.
+    pub ndcg: f64,
+    pub hit: f64,
+    /// Reciprocal rank of the first hit (0 if none).
+    pub rr: f64,
+    /// What the customer paid for recommended items they bought (each item once).
+    pub revenue: f64,
+}
+
+pub fn score(truth: &Truth, pred: &[u32], k: usize) -> Scores {
     if truth.items.is_empty() || k == 0 {
-        return 0.0;
+        return Scores::default();
     }
-    let mut n_hits = 0.0;
-    let mut score = 0.0;
-    for (i, h) in hits(truth, pred, k).iter().enumerate() {
-        if h.is_some() {
-            n_hits += 1.0;
-            score += n_hits / (i as f64 + 1.0);
+    let mut s = Scores::default();
+    let mut n_hits = 0usize;
+    for (i, h) in hits(truth, pred, k).into_iter().enumerate() {
+        let Some(t) = h else { continue };
+        n_hits += 1;
+        s.ap += n_hits as f64 / (i as f64 + 1.0);
+        s.ndcg += 1.0 / (i as f64 + 2.0).log2();
+        if n_hits == 1 {
+            s.rr = 1.0 / (i as f64 + 1.0);
         }
+        s.revenue += truth.revenue[t];
     }
-    score / truth.items.len().min(k) as f64
-}
-
-/// Share of the purchased items found in the top k (RecBole's Recall@K).
-pub fn recall(truth: &Truth, pred: &[u32], k: usize) -> f64 {
-    if truth.items.is_empty() {
-        return 0.0;
-    }
-    hits(truth, pred, k).iter().flatten().count() as f64 / truth.items.len() as f64
-}
-
-/// Binary-relevance NDCG@k; the ideal ranking puts min(|truth|, k) hits first.
-pub fn ndcg(truth: &Truth, pred: &[u32], k: usize) -> f64 {
-    let dcg: f64 = hits(truth, pred, k)
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| h.is_some())
-        .map(|(i, _)| 1.0 / (i as f64 + 2.0).log2())
-        .sum();
-    let idcg: f64 = (0..truth.items.len().min(k))
-        .map(|i| 1.0 / (i as f64 + 2.0).log2())
-        .sum();
-    if idcg == 0.0 { 0.0 } else { dcg / idcg }
-}
-
-pub fn hit_rate(truth: &Truth, pred: &[u32], k: usize) -> f64 {
-    f64::from(hits(truth, pred, k).iter().any(Option::is_some))
-}
-
-/// Reciprocal rank of the first hit in the top k (0 if none).
-pub fn reciprocal_rank(truth: &Truth, pred: &[u32], k: usize) -> f64 {
-    hits(truth, pred, k)
-        .iter()
-        .position(Option::is_some)
-        .map_or(0.0, |i| 1.0 / (i as f64 + 1.0))
-}
-
-/// What the customer paid for recommended items they bought (each item once).
-pub fn revenue(truth: &Truth, pred: &[u32], k: usize) -> f64 {
-    hits(truth, pred, k)
-        .iter()
-        .flatten()
-        .map(|&t| truth.revenue[t])
-        .sum()
+    let m = truth.items.len();
+    s.ap /= m.min(k) as f64;
+    let idcg: f64 = (0..m.min(k)).map(|i| 1.0 / (i as f64 + 2.0).log2()).sum();
+    s.ndcg /= idcg;
+    s.recall = n_hits as f64 / m as f64;
+    s.hit = f64::from(n_hits > 0);
+    s
 }
 
 /// Metrics averaged over the scored customers.
@@ -165,14 +147,12 @@ impl Accumulator {
         }
         let k = self.k;
         self.users += 1;
-        for (s, v) in self.sums.iter_mut().zip([
-            average_precision(truth, pred, k),
-            recall(truth, pred, k),
-            ndcg(truth, pred, k),
-            hit_rate(truth, pred, k),
-            reciprocal_rank(truth, pred, k),
-            revenue(truth, pred, k),
-        ]) {
+        let sc = score(truth, pred, k);
+        for (s, v) in self
+            .sums
+            .iter_mut()
+            .zip([sc.ap, sc.recall, sc.ndcg, sc.hit, sc.rr, sc.revenue])
+        {
             *s += v;
         }
         for &p in &pred[..pred.len().min(k)] {
@@ -205,6 +185,25 @@ mod tests {
 
     fn t(items: &[u32]) -> Truth {
         Truth::new(items.iter().map(|&i| (i, 1.0)).collect())
+    }
+
+    fn average_precision(t: &Truth, p: &[u32], k: usize) -> f64 {
+        score(t, p, k).ap
+    }
+    fn recall(t: &Truth, p: &[u32], k: usize) -> f64 {
+        score(t, p, k).recall
+    }
+    fn ndcg(t: &Truth, p: &[u32], k: usize) -> f64 {
+        score(t, p, k).ndcg
+    }
+    fn hit_rate(t: &Truth, p: &[u32], k: usize) -> f64 {
+        score(t, p, k).hit
+    }
+    fn reciprocal_rank(t: &Truth, p: &[u32], k: usize) -> f64 {
+        score(t, p, k).rr
+    }
+    fn revenue(t: &Truth, p: &[u32], k: usize) -> f64 {
+        score(t, p, k).revenue
     }
 
     fn close(a: f64, b: f64) {

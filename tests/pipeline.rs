@@ -256,3 +256,35 @@ fn cli_quickstart_runs_and_help_explains_options() {
     let (ok, help, _) = recforge(&["synth", "--help"]);
     assert!(ok && help.contains("--customers") && help.contains("real data has 1,371,980"));
 }
+
+#[test]
+fn hm_explicit_split_files_become_the_test_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = small_hm(dir.path(), 12);
+    let tx = raw.join("transactions_train.csv");
+    let text = std::fs::read_to_string(&tx).unwrap();
+    let (header, rows) = text.split_once('\n').unwrap();
+    // Everything from the last 10 days goes to an explicit test file.
+    let cut = "2018-11-19";
+    let (train, test): (Vec<&str>, Vec<&str>) = rows.lines().partition(|l| &l[..10] < cut);
+    std::fs::write(&tx, format!("{header}\n{}\n", train.join("\n"))).unwrap();
+    std::fs::write(
+        raw.join("transactions_test.csv"),
+        format!("{header}\n{}\n", test.join("\n")),
+    )
+    .unwrap();
+    let ds = prepare(&raw, &dir.path().join("cache"), Format::Hm).unwrap();
+    assert!(ds.meta.explicit_split);
+    let s = recforge::split::split(&ds, SplitKind::Explicit, 7).unwrap();
+    assert_eq!(
+        (s.train.len(), s.valid.len(), s.test.len()),
+        (train.len(), 0, test.len())
+    );
+    assert!(
+        s.test
+            .iter()
+            .all(|&r| ds.inter.part[r] == recforge::data::Part::Test as u8)
+    );
+    let out = run_baselines(&ds, &opts(dir.path(), SplitKind::Explicit, vec![12])).unwrap();
+    assert!(out.table.rows.iter().all(|r| r.metrics[0].users > 0));
+}

@@ -37,7 +37,7 @@ fn write_parquet(path: &Path, columns: Vec<Column>) -> Result<()> {
     let mut df = DataFrame::new(height, columns).map_err(pq)?;
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     ParquetWriter::new(file)
-        .with_compression(ParquetCompression::Zstd(None))
+        .with_compression(ParquetCompression::Lz4Raw)
         .finish(&mut df)
         .map_err(pq)?;
     Ok(())

@@ -87,6 +87,26 @@ pub struct Interactions {
 }
 
 impl Interactions {
+    pub fn with_capacity(n: usize) -> Self {
+        Interactions {
+            user: Vec::with_capacity(n),
+            item: Vec::with_capacity(n),
+            time: Vec::with_capacity(n),
+            price: Vec::with_capacity(n),
+            channel: Vec::with_capacity(n),
+            part: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn append(&mut self, mut other: Interactions) {
+        self.user.append(&mut other.user);
+        self.item.append(&mut other.item);
+        self.time.append(&mut other.time);
+        self.price.append(&mut other.price);
+        self.channel.append(&mut other.channel);
+        self.part.append(&mut other.part);
+    }
+
     pub fn len(&self) -> usize {
         self.user.len()
     }

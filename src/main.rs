@@ -15,6 +15,11 @@ use recforge::synth::{self, SynthConfig};
 
 mod bench;
 
+// polars allocates and frees large per-chunk buffers; with glibc each one is
+// mapped and zeroed afresh. mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "recforge",

@@ -99,7 +99,8 @@ pub fn for_each_chunk(
     let mut eof = false;
     while !eof {
         let start = buf.len();
-        buf.resize(chunk_bytes.max(start + (1 << 16)), 0);
+        // Read `chunk_bytes` new bytes after the carried partial line.
+        buf.resize(start + chunk_bytes.max(1), 0);
         let mut filled = start;
         while filled < buf.len() {
             let n = file

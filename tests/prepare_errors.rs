@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{edit_line, listing, recforge, small_hm};
+use common::{edit_line, listing, recforge, set_field, small_hm};
 use recforge::error::Error;
 use recforge::ingest::Format;
 use recforge::pipeline::prepare;
@@ -47,11 +47,7 @@ fn unparsable_price_is_reported_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let raw = small_hm(dir.path(), 2);
     let tx = raw.join("transactions_train.csv");
-    edit_line(&tx, 1000, |l| {
-        let mut f: Vec<&str> = l.split(',').collect();
-        f[3] = "0.0x3";
-        f.join(",")
-    });
+    set_field(&tx, 1000, 3, "0.0x3");
     let e = fails_cleanly(&raw, dir.path()).to_string();
     assert!(
         e.contains("line 1000") && e.contains("`price`") && e.contains("0.0x3"),
@@ -85,11 +81,7 @@ fn unknown_article_keeps_an_existing_cache_intact() {
     let cache = dir.path().join("cache");
     let good = prepare(&raw, &cache, Format::Hm).unwrap();
     let tx = raw.join("transactions_train.csv");
-    edit_line(&tx, 321, |l| {
-        let mut f: Vec<&str> = l.split(',').collect();
-        f[2] = "0999999999";
-        f.join(",")
-    });
+    set_field(&tx, 321, 2, "0999999999");
     let e = fails_cleanly(&raw, dir.path()).to_string();
     assert!(
         e.contains("line 321") && e.contains("article_id") && e.contains("0999999999"),
@@ -104,11 +96,12 @@ fn unknown_customer_and_empty_file() {
     let dir = tempfile::tempdir().unwrap();
     let raw = small_hm(dir.path(), 5);
     let tx = raw.join("transactions_train.csv");
-    edit_line(&tx, 2, |l| {
-        let mut f: Vec<&str> = l.split(',').collect();
-        f[1] = "00000000000000000000000000000000000000000000000000000000000000ff";
-        f.join(",")
-    });
+    set_field(
+        &tx,
+        2,
+        1,
+        "00000000000000000000000000000000000000000000000000000000000000ff",
+    );
     let e = fails_cleanly(&raw, dir.path()).to_string();
     assert!(
         e.contains("line 2") && e.contains("unknown customer"),
@@ -135,11 +128,7 @@ fn unknown_customer_and_empty_file() {
 fn the_binary_prints_the_error_and_exits_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let raw = small_hm(dir.path(), 6);
-    edit_line(&raw.join("customers.csv"), 10, |l| {
-        let mut f: Vec<String> = l.split(',').map(String::from).collect();
-        f[5] = "forty".into();
-        f.join(",")
-    });
+    set_field(&raw.join("customers.csv"), 10, 5, "forty");
     let cache = dir.path().join("cache");
     let (ok, _, stderr) = recforge(&[
         "prepare",

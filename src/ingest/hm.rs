@@ -7,8 +7,8 @@ use std::path::Path;
 use polars::prelude::StringChunked;
 use rustc_hash::FxHashMap;
 
-use super::table::{Encoder, column, for_each_chunk, read_all, require};
-use crate::data::{Entities, Feature, Interactions, Part};
+use super::table::{column, encode_feature, for_each_chunk, id_column, read_all, require};
+use crate::data::{Entities, Interactions, Part};
 use crate::error::{Error, Result};
 
 /// Article columns kept as categorical features (codes, not names: the names
@@ -82,42 +82,17 @@ fn entities(
     let mut required = vec![id_col];
     required.extend_from_slice(feature_cols);
     require(path, &header, &required)?;
-    let ids_col = column(&df, path, &header, id_col)?;
-    let mut ids = vec![String::new()];
-    let mut map = FxHashMap::default();
-    for (row, v) in ids_col.iter().enumerate() {
-        let line = row as u64 + 2;
-        let raw = v.unwrap_or("");
-        let id = normalize(raw).ok_or_else(|| {
-            Error::bad_value(
-                path,
-                line,
-                id_col,
-                format!("`{raw}` is not a valid id ({id_rule})"),
-            )
-        })?;
-        if map.insert(id.clone(), ids.len() as u32).is_some() {
-            return Err(Error::bad_value(
-                path,
-                line,
-                id_col,
-                format!("duplicate id `{id}`"),
-            ));
-        }
-        ids.push(id);
-    }
-    let mut features = Vec::new();
-    for name in feature_cols {
-        let col = column(&df, path, &header, name)?;
-        let mut enc = Encoder::new();
-        let mut codes = vec![0];
-        codes.extend(col.iter().map(|v| enc.code(v)));
-        features.push(Feature {
-            name: name.to_string(),
-            codes,
-            vocab: enc.vocab,
-        });
-    }
+    let (ids, map) = id_column(
+        path,
+        column(&df, path, &header, id_col)?,
+        id_col,
+        normalize,
+        id_rule,
+    )?;
+    let features = feature_cols
+        .iter()
+        .map(|name| Ok(encode_feature(name, column(&df, path, &header, name)?)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(EntityTable {
         entities: Entities { ids, features },
         map,

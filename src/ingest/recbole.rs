@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHashMap;
 
-use super::table::{Encoder, column, for_each_chunk, read_all};
-use crate::data::{Entities, Feature, Interactions, Part};
+use super::table::{column, encode_feature, for_each_chunk, id_column, read_all};
+use crate::data::{Entities, Interactions, Part};
 use crate::error::{Error, Result};
 
 pub struct Files {
@@ -87,26 +87,13 @@ pub fn read_entities(
         column: format!("{id}:token"),
         found: header.join(", "),
     })?;
-    let mut ids = vec![String::new()];
-    let mut map = FxHashMap::default();
-    for (row, v) in column(&df, path, &header, &header[id_pos])?
-        .iter()
-        .enumerate()
-    {
-        let v = v.unwrap_or("").trim();
-        if v.is_empty() {
-            return Err(Error::bad_value(path, row as u64 + 2, id, "missing id"));
-        }
-        if map.insert(v.to_string(), ids.len() as u32).is_some() {
-            return Err(Error::bad_value(
-                path,
-                row as u64 + 2,
-                id,
-                format!("duplicate id `{v}`"),
-            ));
-        }
-        ids.push(v.to_string());
-    }
+    let (ids, map) = id_column(
+        path,
+        column(&df, path, &header, &header[id_pos])?,
+        id,
+        |s| Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        "a non-empty token",
+    )?;
     let mut features = Vec::new();
     let mut age = vec![f32::NAN; ids.len()];
     for (k, (name, ty)) in fields.iter().enumerate() {
@@ -120,14 +107,7 @@ pub fn read_entities(
             }
         }
         if ty == "token" {
-            let mut enc = Encoder::new();
-            let mut codes = vec![0];
-            codes.extend(col.iter().map(|v| enc.code(v)));
-            features.push(Feature {
-                name: name.clone(),
-                codes,
-                vocab: enc.vocab,
-            });
+            features.push(encode_feature(name, col));
         }
     }
     Ok((Entities { ids, features }, map, age))

@@ -178,6 +178,53 @@ pub fn require(path: &Path, header: &[String], names: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Reads an entity file's id column: dense ids from 1 in file order (0 is
+/// padding), every id passed through `normalize` and unique.
+pub fn id_column(
+    path: &Path,
+    col: &StringChunked,
+    name: &str,
+    normalize: impl Fn(&str) -> Option<String>,
+    rule: &str,
+) -> Result<(Vec<String>, rustc_hash::FxHashMap<String, u32>)> {
+    let mut ids = vec![String::new()];
+    let mut map = rustc_hash::FxHashMap::default();
+    for (row, v) in col.iter().enumerate() {
+        let line = row as u64 + 2;
+        let raw = v.unwrap_or("");
+        let id = normalize(raw).ok_or_else(|| {
+            Error::bad_value(
+                path,
+                line,
+                name,
+                format!("`{raw}` is not a valid id ({rule})"),
+            )
+        })?;
+        if map.insert(id.clone(), ids.len() as u32).is_some() {
+            return Err(Error::bad_value(
+                path,
+                line,
+                name,
+                format!("duplicate id `{id}`"),
+            ));
+        }
+        ids.push(id);
+    }
+    Ok((ids, map))
+}
+
+/// A categorical feature from a column; row 0 of the codes is the padding entity.
+pub fn encode_feature(name: &str, col: &StringChunked) -> crate::data::Feature {
+    let mut enc = Encoder::new();
+    let mut codes = vec![0];
+    codes.extend(col.iter().map(|v| enc.code(v)));
+    crate::data::Feature {
+        name: name.to_string(),
+        codes,
+        vocab: enc.vocab,
+    }
+}
+
 /// Dictionary-encodes raw values: code 0 for missing/empty, 1.. in first-seen order.
 #[derive(Default)]
 pub struct Encoder {

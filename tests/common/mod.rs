@@ -50,3 +50,12 @@ pub fn edit_line(path: &Path, line: usize, f: impl Fn(&str) -> String) {
     lines[line - 1] = f(&lines[line - 1]);
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
 }
+
+/// Replaces comma-separated field `field` (0-based) on line `line` (1-based).
+pub fn set_field(path: &Path, line: usize, field: usize, value: &str) {
+    edit_line(path, line, |l| {
+        let mut f: Vec<&str> = l.split(',').collect();
+        f[field] = value;
+        f.join(",")
+    });
+}

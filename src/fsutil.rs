@@ -1,40 +1,47 @@
 //! Writes that never leave a half-finished file or directory behind: content
 //! goes to a sibling temp path and is renamed into place only when complete.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use tempfile::{NamedTempFile, TempDir};
+
 use crate::error::{Error, Result};
 
-fn sibling_temp(path: &Path) -> PathBuf {
-    let name = path
+fn parent_and_name(target: &Path) -> Result<(PathBuf, String)> {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    Ok((parent, name))
 }
 
 /// A buffered file that appears at its final path only after `commit`.
-/// Dropped without commit (an error on the way), the temp file is removed.
+/// The temp file sits beside the target (same filesystem, so the rename is
+/// atomic) and is deleted if dropped without commit, e.g. on an error.
 pub struct AtomicFile {
     target: PathBuf,
-    temp: PathBuf,
-    writer: Option<BufWriter<File>>,
+    writer: BufWriter<NamedTempFile>,
 }
 
 impl AtomicFile {
     pub fn create(target: impl Into<PathBuf>) -> Result<Self> {
         let target = target.into();
-        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        let temp = sibling_temp(&target);
-        let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+        let (parent, name) = parent_and_name(&target)?;
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
         Ok(AtomicFile {
             target,
-            temp,
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            writer: BufWriter::with_capacity(1 << 20, temp),
         })
     }
 
@@ -42,33 +49,27 @@ impl AtomicFile {
         &self.target
     }
 
-    pub fn writer(&mut self) -> &mut BufWriter<File> {
-        self.writer.as_mut().expect("writer present until commit")
+    pub fn writer(&mut self) -> &mut impl Write {
+        &mut self.writer
     }
 
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        let temp = self.temp.clone();
-        self.writer()
+        self.writer
             .write_all(bytes)
-            .map_err(|e| Error::io(temp, e))
+            .map_err(|e| Error::io(&self.target, e))
     }
 
-    pub fn commit(mut self) -> Result<()> {
-        let w = self.writer.take().expect("commit once");
-        let file = w
+    pub fn commit(self) -> Result<()> {
+        let temp = self
+            .writer
             .into_inner()
-            .map_err(|e| Error::io(&self.temp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&self.temp, e))?;
-        fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.writer.is_some() {
-            self.writer = None;
-            let _ = fs::remove_file(&self.temp);
-        }
+            .map_err(|e| Error::io(&self.target, e.into_error()))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(&self.target, e))?;
+        temp.persist(&self.target)
+            .map_err(|e| Error::io(&self.target, e.error))?;
+        Ok(())
     }
 }
 
@@ -81,60 +82,49 @@ pub fn write_atomic(path: impl Into<PathBuf>, bytes: &[u8]) -> Result<()> {
 
 /// A directory that is filled in a temp location and swapped in whole by
 /// `commit`; an existing directory at the target is replaced only then.
+/// Dropped without commit, the temp directory is deleted.
 pub struct AtomicDir {
     target: PathBuf,
-    temp: PathBuf,
-    committed: bool,
+    temp: TempDir,
 }
 
 impl AtomicDir {
     pub fn create(target: impl Into<PathBuf>) -> Result<Self> {
         let target = target.into();
-        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        let temp = sibling_temp(&target);
-        if temp.exists() {
-            fs::remove_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
-        }
-        fs::create_dir(&temp).map_err(|e| Error::io(&temp, e))?;
-        Ok(AtomicDir {
-            target,
-            temp,
-            committed: false,
-        })
+        let (parent, name) = parent_and_name(&target)?;
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-"))
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
+        Ok(AtomicDir { target, temp })
     }
 
     /// Where to write the contents before `commit`.
     pub fn path(&self) -> &Path {
-        &self.temp
+        self.temp.path()
     }
 
-    pub fn commit(mut self) -> Result<()> {
-        if self.target.exists() {
-            let old = self.target.with_file_name(format!(
+    pub fn commit(self) -> Result<()> {
+        let target = self.target;
+        let temp = self.temp.keep();
+        let swap = |from: &Path, to: &Path| fs::rename(from, to).map_err(|e| Error::io(to, e));
+        if target.exists() {
+            let old = target.with_file_name(format!(
                 ".{}.old-{}",
-                self.target
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy(),
+                target.file_name().unwrap_or_default().to_string_lossy(),
                 std::process::id()
             ));
-            fs::rename(&self.target, &old).map_err(|e| Error::io(&self.target, e))?;
-            fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+            swap(&target, &old)?;
+            if let Err(e) = swap(&temp, &target) {
+                // Put the previous directory back rather than leave none.
+                let _ = fs::rename(&old, &target);
+                let _ = fs::remove_dir_all(&temp);
+                return Err(e);
+            }
             let _ = fs::remove_dir_all(&old);
+            Ok(())
         } else {
-            fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
-        }
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for AtomicDir {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_dir_all(&self.temp);
+            swap(&temp, &target)
         }
     }
 }

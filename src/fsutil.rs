@@ -45,10 +45,6 @@ impl AtomicFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.target
-    }
-
     pub fn writer(&mut self) -> &mut impl Write {
         &mut self.writer
     }

@@ -104,15 +104,17 @@ fn load_recbole(files: recbole::Files) -> Result<Dataset> {
             None,
         ),
     };
+    // An .item/.user file closes the set of ids; without one, ids come from the log.
+    let (closed_users, closed_items) = (umap.is_some(), imap.is_some());
     let mut u = (
         std::mem::take(&mut users.ids),
-        umap.clone().unwrap_or_default(),
-        umap.is_some(),
+        umap.unwrap_or_default(),
+        closed_users,
     );
     let mut i = (
         std::mem::take(&mut items.ids),
-        imap.clone().unwrap_or_default(),
-        imap.is_some(),
+        imap.unwrap_or_default(),
+        closed_items,
     );
     let mut inter = Interactions::default();
     let explicit = files.inter.iter().any(|(_, p)| *p != Part::Log);

@@ -27,6 +27,20 @@ pub enum BenchCmd {
         #[arg(long)]
         clean: bool,
     },
+    /// Time training steps of the sequential ranker per device and shape.
+    Train {
+        /// Devices to time, comma-separated (flex, wgpu, cuda).
+        #[arg(long, value_delimiter = ',', default_value = "flex")]
+        devices: Vec<recforge::device::DeviceChoice>,
+        /// Timed steps per shape and device.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Only shapes whose name contains this text.
+        #[arg(long, default_value = "")]
+        only: String,
+        #[arg(long, default_value = "benches/results/train.md")]
+        out: PathBuf,
+    },
 }
 
 fn timed(args: &[&str]) -> Result<(f64, f64, String)> {
@@ -50,14 +64,32 @@ fn timed(args: &[&str]) -> Result<(f64, f64, String)> {
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
-    let BenchCmd::Data {
-        customers,
-        articles,
-        days,
-        work,
-        out,
-        clean,
-    } = cmd;
+    match cmd {
+        BenchCmd::Data {
+            customers,
+            articles,
+            days,
+            work,
+            out,
+            clean,
+        } => data(customers, articles, days, work, out, clean),
+        BenchCmd::Train {
+            devices,
+            steps,
+            only,
+            out,
+        } => crate::bench_train::run(&devices, steps, &only, &out),
+    }
+}
+
+fn data(
+    customers: usize,
+    articles: usize,
+    days: u32,
+    work: PathBuf,
+    out: PathBuf,
+    clean: bool,
+) -> Result<()> {
     let raw = work.join("raw");
     let cache = work.join("cache");
     let (raw_s, cache_s) = (

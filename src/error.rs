@@ -44,6 +44,10 @@ pub enum Error {
     Invalid { path: PathBuf, msg: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Training could not go on (a non-finite loss, a device failure); the
+    /// message says what was kept.
+    #[error("training stopped: {0}")]
+    Training(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

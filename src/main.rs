@@ -14,6 +14,7 @@ use recforge::split::SplitKind;
 use recforge::synth::{self, SynthConfig};
 
 mod bench;
+mod bench_train;
 
 // polars allocates and frees large per-chunk buffers; with glibc each one is
 // mapped and zeroed afresh. mimalloc reuses them.
@@ -67,6 +68,8 @@ enum Cmd {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Train the sequential ranker from an experiment file (or continue a run).
+    Train(TrainArgs),
     /// Benchmarks that write a results table.
     Bench {
         #[command(subcommand)]
@@ -95,6 +98,33 @@ struct SynthArgs {
     /// Seed of every random draw.
     #[arg(long)]
     seed: Option<u64>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Experiment TOML (see experiments/README.md). Not needed with --resume,
+    /// which reads the run's own resolved config.
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set optim.lr=0.002` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue the run in this directory from its newest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
+    resume: Option<PathBuf>,
+    /// Where the run writes config, checkpoints, TensorBoard and results
+    /// (default `runs/<name>`).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// auto | flex | wgpu | cuda; overrides the config's `device`.
+    #[arg(long)]
+    device: Option<recforge::device::DeviceChoice>,
+    /// Also write the results table here (e.g. experiments/results).
+    #[arg(long)]
+    results_dir: Option<PathBuf>,
+    /// Stop after this many epochs in total, keeping the checkpoint (as if
+    /// the run were killed); resume with --resume.
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
 }
 
 #[derive(Args)]
@@ -293,8 +323,62 @@ fn run(cli: Cli) -> Result<()> {
             days,
             seed,
         } => quickstart(&dir, customers, articles, days, seed),
+        Cmd::Train(a) => train_cmd(a),
         Cmd::Bench { what } => bench::run(what),
     }
+}
+
+fn train_cmd(a: TrainArgs) -> Result<()> {
+    use recforge::experiment::Experiment;
+    let (mut exp, run_dir, resume) = match (&a.resume, &a.config) {
+        (Some(dir), config) => {
+            let exp = Experiment::load(&dir.join("config.toml"), &a.set)?;
+            if let Some(c) = config {
+                let given = Experiment::load(c, &a.set)?;
+                anyhow::ensure!(
+                    given == exp,
+                    "{} differs from the config {} was started with; resume without a config file",
+                    c.display(),
+                    dir.display()
+                );
+            }
+            (exp, dir.clone(), true)
+        }
+        (None, Some(c)) => {
+            let exp = Experiment::load(c, &a.set)?;
+            let dir = a
+                .run_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(&exp.name));
+            (exp, dir, false)
+        }
+        (None, None) => anyhow::bail!("give an experiment file, or --resume RUN_DIR"),
+    };
+    if let Some(d) = a.device {
+        exp.device = d;
+    }
+    let out = recforge::train::train(
+        &exp,
+        &recforge::train::TrainOptions {
+            run_dir: run_dir.clone(),
+            resume,
+            stop_after: a.stop_after,
+            results_dir: a.results_dir.clone(),
+            progress: true,
+        },
+    )?;
+    match &out.table {
+        Some(t) => {
+            println!("{}", t.markdown());
+            println!("run directory: {}", run_dir.display());
+        }
+        None => println!(
+            "stopped after epoch {} as asked; continue with `recforge train --resume {}`",
+            out.epochs,
+            run_dir.display()
+        ),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -47,7 +47,7 @@ impl Table {
         for (ki, m0) in first.metrics.iter().enumerate() {
             let cols = m0.columns();
             s.push_str(&format!(
-                "\n| baseline | users | {} |\n",
+                "\n| model | users | {} |\n",
                 cols.iter()
                     .map(|c| c.0.as_str())
                     .collect::<Vec<_>>()

@@ -90,7 +90,7 @@ pub fn score(truth: &Truth, pred: &[u32], k: usize) -> Scores {
 }
 
 /// Metrics averaged over the scored customers.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Metrics {
     pub k: usize,
     /// Customers scored (those with at least one target-period purchase).

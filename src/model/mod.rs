@@ -1,0 +1,5 @@
+//! burn models.
+
+pub mod sasrec;
+
+pub use sasrec::{SasRec, SasRecConfig};

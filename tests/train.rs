@@ -1,0 +1,143 @@
+//! Training runs end to end on a small synthetic H&M log, on flex.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use recforge::experiment::Experiment;
+use recforge::train::{TrainOptions, train};
+
+/// A prepared cache of a small synthetic log, and a tiny, fast experiment on it.
+fn setup(dir: &Path) -> Experiment {
+    let raw = common::small_hm(dir, 7);
+    let cache = dir.join("cache");
+    recforge::pipeline::prepare(&raw, &cache, recforge::ingest::Format::Auto).unwrap();
+    let toml = format!(
+        r#"
+name = "tiny"
+seed = 5
+device = "flex"
+[data]
+cache = "{}"
+split = "last-week"
+max_len = 12
+[model]
+d_model = 16
+n_heads = 2
+n_layers = 1
+d_ff = 32
+dropout = 0.2
+[loss]
+kind = "full"
+[train]
+batch_size = 64
+epochs = 3
+patience = 0
+[eval]
+ks = [12]
+metric = "map@12"
+"#,
+        cache.display()
+    );
+    Experiment::parse(&toml, &[]).unwrap()
+}
+
+fn opts(run: PathBuf) -> TrainOptions {
+    TrainOptions {
+        run_dir: run,
+        ..TrainOptions::default()
+    }
+}
+
+#[test]
+fn resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = setup(dir.path());
+
+    let full = train(&exp, &opts(dir.path().join("full"))).unwrap();
+    let full_test = full.test.clone().unwrap();
+    assert_eq!(full.epochs, 3);
+
+    // Killed after epoch 1, then resumed.
+    let run = dir.path().join("resumed");
+    let first = train(
+        &exp,
+        &TrainOptions {
+            stop_after: Some(1),
+            ..opts(run.clone())
+        },
+    )
+    .unwrap();
+    assert_eq!(first.epochs, 1);
+    assert!(first.test.is_none());
+    let resumed = train(
+        &exp,
+        &TrainOptions {
+            resume: true,
+            ..opts(run.clone())
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.epochs, 3);
+    assert_eq!(resumed.test.unwrap(), full_test);
+    // The loss curves match step for step, not only the end point.
+    let a = recforge::train::checkpoint::read_state(&full.run_dir.join("best")).unwrap();
+    let b = recforge::train::checkpoint::read_state(&run.join("best")).unwrap();
+    let losses = |s: &recforge::train::checkpoint::TrainState| {
+        s.history.iter().map(|h| h.loss).collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&a), losses(&b));
+
+    // The run directory holds what a user looks for.
+    for f in [
+        "config.toml",
+        "run.json",
+        "results.md",
+        "results.json",
+        "best",
+    ] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    // A resolved config can be read back as it was.
+    let saved = Experiment::load(&run.join("config.toml"), &[]).unwrap();
+    assert_eq!(saved, exp);
+    // TensorBoard files of both sessions hold the validation curve.
+    let mut epochs_logged = Vec::new();
+    for e in std::fs::read_dir(run.join("tensorboard")).unwrap() {
+        let scalars = recforge::train::tensorboard::read_scalars(&e.unwrap().path()).unwrap();
+        epochs_logged.extend(
+            scalars
+                .iter()
+                .filter(|s| s.0 == "valid/MAP@12")
+                .map(|s| s.1),
+        );
+    }
+    epochs_logged.sort();
+    assert_eq!(epochs_logged, vec![1, 2, 3]);
+    // Starting a new run over an existing one is refused, not overwritten.
+    let again = train(&exp, &opts(run.clone())).unwrap_err().to_string();
+    assert!(again.contains("--resume"), "{again}");
+}
+
+#[test]
+fn the_model_learns_something_and_a_diverging_loss_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = setup(dir.path());
+    let out = train(&exp, &opts(dir.path().join("ok"))).unwrap();
+    let hist = recforge::train::checkpoint::read_state(&out.run_dir.join("best"))
+        .unwrap()
+        .history;
+    assert!(
+        hist.last().unwrap().loss < hist[0].loss,
+        "training loss did not fall: {:?}",
+        hist.iter().map(|h| h.loss).collect::<Vec<_>>()
+    );
+
+    let mut bad = exp.clone();
+    bad.optim.lr = 1e30;
+    let err = train(&bad, &opts(dir.path().join("nan")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("loss became"), "{err}");
+    assert!(err.contains("checkpoint"), "{err}");
+}

@@ -109,6 +109,18 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     }
 }
 
+/// Whether the kernel exposes any GPU (DRM render nodes or NVIDIA devices).
+fn gpu_device_nodes() -> bool {
+    let any = |dir: &str, prefix: &str| {
+        std::fs::read_dir(dir).is_ok_and(|mut d| {
+            d.any(|e| {
+                e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            })
+        })
+    };
+    cfg!(target_os = "macos") || any("/dev/dri", "renderD") || any("/dev", "nvidia")
+}
+
 fn cuda_present() -> bool {
     cfg!(feature = "cuda") && std::path::Path::new("/proc/driver/nvidia/version").exists()
 }
@@ -122,7 +134,15 @@ pub fn choose(choice: DeviceChoice) -> Result<Chosen> {
             if cuda_present() {
                 return cuda();
             }
-            if let Some(a) = wgpu_adapters().into_iter().find(|a| a.hardware) {
+            // Without GPU device nodes there is no hardware adapter to find,
+            // and probing would only wake the software driver (and its noise).
+            let nodes = gpu_device_nodes();
+            if let Some(a) = nodes
+                .then(wgpu_adapters)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|a| a.hardware)
+            {
                 let mut c = wgpu_any()?;
                 c.description = format!("wgpu on {} ({}), chosen by auto", a.name, a.backend);
                 return Ok(c);

@@ -22,6 +22,8 @@ pub struct EpochLog {
     pub lr: f64,
     pub seqs_per_s: f64,
     pub train_s: f64,
+    /// Wall seconds of the whole epoch: training, evaluation, checkpoint.
+    pub wall_s: f64,
     pub valid: Option<EvalResult>,
 }
 

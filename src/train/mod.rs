@@ -78,7 +78,7 @@ struct Prepared {
     test: Targets,
     windows: Vec<Window>,
     feats: Vec<ItemFeature>,
-    /// Item frequencies in training, for samplers and cold-customer fallback.
+    /// Item frequencies in training, for the negative samplers.
     counts: Vec<f64>,
 }
 
@@ -196,7 +196,8 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
     let total_steps = steps_per_epoch * exp.train.epochs;
     let revenue = exp.loss.revenue_weight.then(|| p.train.mean_price());
     let proposal = proposal_cdf(&p.counts, exp.loss.alpha, exp.loss.kind == LossKind::Gbce);
-    let fallback = popularity(&p.counts);
+    let valid_fallback = fallback(&p.ds, &p.split.train, &exp.eval.ks);
+    let test_fallback = fallback(&p.ds, &p.split.history(), &exp.eval.ks);
     eprintln!(
         "{}: {} training windows from {} customers, {} steps per epoch, {} items, {} item features, {} parameters",
         exp.name,
@@ -224,6 +225,18 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
                 test: None,
                 table: None,
             });
+        }
+        // A budget is a promise about wall time: don't start an epoch that
+        // would not finish inside it.
+        if exp.train.time_budget_s > 0.0
+            && let Some(last) = state.history.last()
+            && state.elapsed_s + last.wall_s > exp.train.time_budget_s
+        {
+            stop_reason = Some(format!(
+                "time budget of {}s: another epoch (~{:.0}s) would exceed it",
+                exp.train.time_budget_s, last.wall_s
+            ));
+            break;
         }
         let epoch = state.epoch + 1;
         let mut order = p.windows.clone();
@@ -273,7 +286,7 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
                 &chosen.device,
                 &p.valid,
                 &p.train,
-                &fallback,
+                &valid_fallback,
                 &exp.eval.ks,
                 exp.eval.batch_size,
             ))
@@ -287,28 +300,26 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
             lr,
             seqs_per_s: seqs as f64 / train_s.max(1e-9),
             train_s,
+            wall_s: 0.0,
             valid: valid.clone(),
         };
         log_epoch(&mut tb, &log)?;
-        state.epoch = epoch;
-        state.history.push(log.clone());
         let mut line = format!(
             "epoch {epoch}: loss {:.4}, {:.0} seq/s, {:.1}s",
             log.loss, log.seqs_per_s, train_s
         );
+        state.epoch = epoch;
+        state.history.push(log);
         if let Some(v) = &valid {
             let value = v
                 .get(exp.eval.select_masked, &sel_name, sel_k)
                 .expect("selection metric validated");
             line += &format!(
-                "; valid {} {}@{sel_k} {value:.4} (masked {:.4})",
-                if exp.eval.select_masked {
-                    "masked"
-                } else {
-                    "unmasked"
-                },
-                sel_name,
-                v.get(true, &sel_name, sel_k).unwrap_or(f64::NAN)
+                "; valid {sel_name}@{sel_k} {} {value:.4} ({} {:.4})",
+                if exp.eval.select_masked { "masked" } else { "unmasked" },
+                if exp.eval.select_masked { "unmasked" } else { "masked" },
+                v.get(!exp.eval.select_masked, &sel_name, sel_k)
+                    .unwrap_or(f64::NAN)
             );
             if state.best_value.is_none_or(|b| value > b) {
                 state.best_value = Some(value);
@@ -320,6 +331,11 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
             }
         }
         state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
+        let epoch_wall = t0.elapsed().as_secs_f64();
+        if let Some(l) = state.history.last_mut() {
+            // Checkpointing time is estimated by the previous epoch's share.
+            l.wall_s = epoch_wall;
+        }
         if state.best_epoch == Some(epoch) {
             checkpoint::save_best(&opt.run_dir.join("best"), &model.valid(), &state)?;
         }
@@ -333,10 +349,6 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
         eprintln!("{line} [{} elapsed]", clock(state.elapsed_s));
         if exp.train.patience > 0 && state.bad_evals >= exp.train.patience {
             stop_reason = Some(format!("no improvement in {} evaluations", state.bad_evals));
-            break;
-        }
-        if exp.train.time_budget_s > 0.0 && state.elapsed_s >= exp.train.time_budget_s {
-            stop_reason = Some(format!("time budget of {}s used", exp.train.time_budget_s));
             break;
         }
     }
@@ -356,7 +368,7 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
         &chosen.device,
         &p.test,
         &p.test_history,
-        &fallback,
+        &test_fallback,
         &exp.eval.ks,
         exp.eval.batch_size,
     );
@@ -451,15 +463,16 @@ pub fn proposal_cdf(counts: &[f64], alpha: f64, uniform: bool) -> Vec<f64> {
         .collect()
 }
 
-fn popularity(counts: &[f64]) -> Vec<u32> {
-    let mut ids: Vec<u32> = (1..counts.len() as u32).collect();
-    ids.sort_by(|&a, &b| {
-        counts[b as usize]
-            .total_cmp(&counts[a as usize])
-            .then(a.cmp(&b))
-    });
-    ids.truncate(1000);
-    ids
+/// What customers without history are shown: time-decayed popularity over
+/// `rows` (the strongest history-free baseline), as the model has nothing
+/// to condition on.
+fn fallback(ds: &Dataset, rows: &[usize], ks: &[usize]) -> Vec<u32> {
+    let k = ks.iter().copied().max().unwrap_or(12);
+    let fitted = Fitted::fit(ds, rows, baseline::Params::default());
+    let mut out = Vec::with_capacity(k);
+    // User 0 is the padding customer: no history, so nothing is masked.
+    fitted.recommend(Kind::DecayedPopular, 0, k, &mut out);
+    out
 }
 
 fn log_epoch(tb: &mut EventWriter, log: &EpochLog) -> Result<()> {
@@ -569,7 +582,7 @@ fn results_table(
     let protocol = format!(
         "Split `{:?}`; model selected on validation {} ({}) = {} at epoch {best} of {} ({}); \
 trained {} on {}; test inputs are each customer's history before the test period (train + validation), \
-full ranking over {} items; {} test customers ({} without history, served popularity). \
+full ranking over {} items; {} test customers ({} without history, served time-decayed popularity). \
 Baselines are fitted on the same history. Total wall time {:.0}s.",
         exp.data.split,
         exp.eval.metric,

@@ -113,9 +113,7 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 fn gpu_device_nodes() -> bool {
     let any = |dir: &str, prefix: &str| {
         std::fs::read_dir(dir).is_ok_and(|mut d| {
-            d.any(|e| {
-                e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(prefix))
-            })
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(prefix)))
         })
     };
     cfg!(target_os = "macos") || any("/dev/dri", "renderD") || any("/dev", "nvidia")

@@ -382,6 +382,15 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // burn materialises loaded optimizer state on `Device::default()`, which
+    // prefers a GPU and would start a Vulkan context (lavapipe, on a machine
+    // without a GPU) just to read a checkpoint. The state moves to the
+    // parameters' device on the next step anyway, so the CPU is the right
+    // default. Set here, before any thread exists.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: nothing else runs yet, so no thread can read the environment.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     let start = Instant::now();
     let cli = Cli::parse();
     let report = cli.report_resources;

@@ -97,6 +97,7 @@ full ranking over {} items; already-bought items {}. Baseline parameters: {}.",
         protocol,
         rows,
         has_price: ds.meta.has_price,
+        notes: String::new(),
     };
     let split_name = match opt.split {
         SplitKind::LastWeek => "last-week",

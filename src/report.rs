@@ -23,6 +23,9 @@ pub struct Table {
     pub rows: Vec<Row>,
     /// Whether the data has prices; without them revenue is shown as n/a.
     pub has_price: bool,
+    /// Markdown appended after the tables (e.g. a run's per-epoch curve).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub notes: String,
 }
 
 fn fmt(v: f64) -> String {
@@ -42,7 +45,7 @@ impl Table {
             self.title, self.dataset, self.protocol
         );
         let Some(first) = self.rows.first() else {
-            return s;
+            return s + &self.notes;
         };
         for (ki, m0) in first.metrics.iter().enumerate() {
             let cols = m0.columns();
@@ -74,6 +77,10 @@ impl Table {
                     vals.join(" | ")
                 ));
             }
+        }
+        if !self.notes.is_empty() {
+            s.push('\n');
+            s.push_str(&self.notes);
         }
         s
     }

@@ -3,9 +3,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use recforge::experiment::Experiment;
 use recforge::train::{TrainOptions, train};
+
+/// burn's RNG (dropout) is process-global, so two trainings in one process
+/// would draw from each other's stream; these tests take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A prepared cache of a small synthetic log, and a tiny, fast experiment on it.
 fn setup(dir: &Path) -> Experiment {
@@ -51,6 +56,7 @@ fn opts(run: PathBuf) -> TrainOptions {
 
 #[test]
 fn resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let exp = setup(dir.path());
 
@@ -121,6 +127,7 @@ fn resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() {
 
 #[test]
 fn the_model_learns_something_and_a_diverging_loss_stops_the_run() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let exp = setup(dir.path());
     let out = train(&exp, &opts(dir.path().join("ok"))).unwrap();

@@ -122,7 +122,7 @@ fn prepare(exp: &Experiment) -> Result<Prepared> {
 
 fn optimizer(exp: &Experiment) -> ModuleOptimizer {
     let o = &exp.optim;
-    let clip = (o.clip_norm > 0.0).then(|| GradientClippingConfig::Norm(o.clip_norm as f32));
+    let clip = (o.clip_norm > 0.0).then_some(GradientClippingConfig::Norm(o.clip_norm as f32));
     match o.kind {
         OptimKind::Adam => AdamConfig::new()
             .with_beta_1(o.beta1 as f32)
@@ -144,7 +144,7 @@ fn optimizer(exp: &Experiment) -> ModuleOptimizer {
 }
 
 /// Distinct stream ids so that no two uses of the seed share random numbers.
-const ORDER: u64 = 0x6f72_6465_72;
+const ORDER: u64 = 0x006f_7264_6572;
 const STEP: u64 = 0x7374_6570;
 const INIT: u64 = 0x696e_6974;
 
@@ -316,8 +316,16 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
                 .expect("selection metric validated");
             line += &format!(
                 "; valid {sel_name}@{sel_k} {} {value:.4} ({} {:.4})",
-                if exp.eval.select_masked { "masked" } else { "unmasked" },
-                if exp.eval.select_masked { "unmasked" } else { "masked" },
+                if exp.eval.select_masked {
+                    "masked"
+                } else {
+                    "unmasked"
+                },
+                if exp.eval.select_masked {
+                    "unmasked"
+                } else {
+                    "masked"
+                },
                 v.get(!exp.eval.select_masked, &sel_name, sel_k)
                     .unwrap_or(f64::NAN)
             );
@@ -609,5 +617,37 @@ Baselines are fitted on the same history. Total wall time {:.0}s.",
         protocol,
         rows,
         has_price: p.ds.meta.has_price,
+        notes: epoch_table(exp, state),
     }
+}
+
+/// The validation curve as a Markdown table.
+fn epoch_table(exp: &Experiment, state: &TrainState) -> String {
+    let (name, k) = exp.selection_metric().unwrap_or(("NDCG".into(), 10));
+    let mut s = format!(
+        "## Training curve
+
+| epoch | steps | train loss | lr | sequences/s | epoch s | valid {name}@{k} | valid {name}@{k} seen masked |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for h in &state.history {
+        let v = |masked| {
+            h.valid
+                .as_ref()
+                .and_then(|v| v.get(masked, &name, k))
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        s += &format!(
+            "| {} | {} | {:.4} | {:.2e} | {:.0} | {:.1} | {} | {} |\n",
+            h.epoch,
+            h.step,
+            h.loss,
+            h.lr,
+            h.seqs_per_s,
+            h.wall_s,
+            v(false),
+            v(true)
+        );
+    }
+    s
 }

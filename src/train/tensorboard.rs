@@ -26,13 +26,26 @@ impl EventWriter {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        let path = dir.join(format!(
-            "events.out.tfevents.{}.{}.{}",
-            now.as_secs(),
-            host.trim().replace(['/', ' '], "_"),
-            std::process::id()
-        ));
-        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        // A resumed run adds a file; never truncate an earlier session's,
+        // even one started in the same second by the same process.
+        let mut n = 0u32;
+        let (path, file) = loop {
+            let path = dir.join(format!(
+                "events.out.tfevents.{}.{}.{}.{n}",
+                now.as_secs(),
+                host.trim().replace(['/', ' '], "_"),
+                std::process::id()
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => break (path, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        };
         let mut w = EventWriter {
             path,
             out: BufWriter::new(file),

@@ -54,8 +54,21 @@ pub struct DataConfig {
     /// Length of the validation and test periods (last-week split).
     pub target_days: u32,
     /// Longest history the model sees; longer training sequences are cut
-    /// into consecutive windows so every purchase is a target once per epoch.
+    /// into windows so every purchase is a target once per epoch.
     pub max_len: usize,
+    /// Step between consecutive windows of one sequence (0 = max_len, no
+    /// overlap). Smaller strides give targets more context at more compute.
+    pub window_stride: usize,
+}
+
+impl DataConfig {
+    pub fn window_stride(&self) -> usize {
+        if self.window_stride == 0 {
+            self.max_len
+        } else {
+            self.window_stride.min(self.max_len)
+        }
+    }
 }
 
 impl Default for DataConfig {
@@ -65,6 +78,7 @@ impl Default for DataConfig {
             split: SplitKind::Loo,
             target_days: 7,
             max_len: 50,
+            window_stride: 0,
         }
     }
 }

@@ -55,8 +55,14 @@ impl Sequences {
     }
 
     /// The windows that make every item after a customer's first one a
-    /// target exactly once: cut from the end, each at most `max_len` long.
-    pub fn windows(&self, max_len: usize) -> Vec<Window> {
+    /// target exactly once per epoch, cut from the end, each at most
+    /// `max_len` long. With `stride < max_len` windows overlap: each one
+    /// trains only its last `stride` positions and uses the ones before as
+    /// context, so no target sees fewer than `max_len - stride` earlier
+    /// items (where the customer has them). `stride = max_len` cuts
+    /// disjoint windows.
+    pub fn windows(&self, max_len: usize, stride: usize) -> Vec<Window> {
+        let stride = stride.clamp(1, max_len);
         let mut out = Vec::new();
         for u in 0..self.n_users() as u32 {
             let n = self.items(u).len();
@@ -66,17 +72,21 @@ impl Sequences {
             // A window ending at input index `end` (exclusive) feeds items
             // [end - len, end) and predicts [end - len + 1, end + 1).
             let mut end = n - 1;
-            while end >= 1 {
+            loop {
                 let len = end.min(max_len);
+                // The earliest window takes every target left.
+                let first = end == len;
+                let skip = if first { 0 } else { len - stride.min(len) };
                 out.push(Window {
                     user: u,
                     end: end as u32,
                     len: len as u32,
+                    skip: skip as u32,
                 });
-                if end <= max_len {
+                if first {
                     break;
                 }
-                end -= max_len;
+                end -= stride.min(len);
             }
         }
         out
@@ -93,12 +103,14 @@ impl Sequences {
     }
 }
 
-/// One training window: inputs `items[end - len .. end]`, targets shifted by one.
+/// One training window: inputs `items[end - len .. end]`, targets shifted
+/// by one; the first `skip` positions are context only (no loss).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub user: u32,
     pub end: u32,
     pub len: u32,
+    pub skip: u32,
 }
 
 /// A padded batch, row-major `[rows, len]`; item 0 is padding.
@@ -157,6 +169,9 @@ pub fn train_batch(seqs: &Sequences, windows: &[Window], revenue: Option<f64>) -
             let src = end - wl + j;
             let at = r * len + pad + j;
             b.inputs[at] = items[src] as i64;
+            if j < w.skip as usize {
+                continue;
+            }
             b.targets[at] = items[src + 1] as i64;
             b.weights[at] = match revenue {
                 Some(mean) if prices[src + 1] > 0.0 => (prices[src + 1] as f64 / mean) as f32,
@@ -203,7 +218,7 @@ mod tests {
         );
         let rows: Vec<usize> = (0..7).collect();
         let s = Sequences::build(&ds, &rows);
-        let w = s.windows(3);
+        let w = s.windows(3, 3);
         let mut targets: Vec<i64> = Vec::new();
         for win in &w {
             let b = train_batch(&s, std::slice::from_ref(win), None);
@@ -218,9 +233,30 @@ mod tests {
             Window {
                 user: 1,
                 end: 6,
-                len: 3
+                len: 3,
+                skip: 0
             }
         );
+        // Overlapping windows: still each target once, and a trained
+        // position of a later window has at least max_len - stride = 1 item
+        // of context before it.
+        let w = s.windows(3, 2);
+        let mut targets: Vec<i64> = Vec::new();
+        for win in &w {
+            let b = train_batch(&s, std::slice::from_ref(win), None);
+            for (j, &t) in b.targets.iter().enumerate() {
+                if t != 0 {
+                    targets.push(t);
+                    if win.skip > 0 {
+                        assert!(j >= 1, "a trained position lacks context");
+                    }
+                }
+            }
+        }
+        targets.sort();
+        assert_eq!(targets, vec![2, 3, 4, 5, 6, 7]);
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].skip, 1);
     }
 
     #[test]
@@ -233,7 +269,7 @@ mod tests {
         );
         let rows: Vec<usize> = (0..5).collect();
         let s = Sequences::build(&ds, &rows);
-        let w = s.windows(50);
+        let w = s.windows(50, 50);
         let b = train_batch(&s, &w, None);
         assert_eq!(b.len, 2);
         assert_eq!(b.inputs, vec![5, 6, 0, 8]);

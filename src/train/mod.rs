@@ -95,7 +95,7 @@ fn prepare(exp: &Experiment) -> Result<Prepared> {
     let test_history = Sequences::build(&ds, &split.history());
     let valid = Targets::from_rows(&ds, &split.valid);
     let test = Targets::from_rows(&ds, &split.test);
-    let windows = train.windows(exp.data.max_len);
+    let windows = train.windows(exp.data.max_len, exp.data.window_stride());
     if windows.is_empty() {
         return Err(Error::Config(format!(
             "no customer of `{}` has two training interactions: nothing to learn from",

@@ -47,6 +47,16 @@ fn inputs(device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(ids, [3, 8]), device)
 }
 
+/// Next-item scores of the fixed inputs, read back as f32.
+fn scores(model: &recforge::model::SasRec, device: &Device) -> Vec<f32> {
+    model
+        .score_next(inputs(device))
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn wgpu_forward_matches_flex_and_training_steps_run() {
     let cfg = config();
@@ -56,21 +66,11 @@ fn wgpu_forward_matches_flex_and_training_steps_run() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.bpk");
     model.clone().save_file(&path).unwrap();
-    let want: Vec<f32> = model
-        .score_next(inputs(&flex))
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap();
+    let want = scores(&model, &flex);
 
     let gpu = wgpu_device();
     let on_gpu = cfg.init(&[], &gpu).load_file(&path);
-    let got: Vec<f32> = on_gpu
-        .score_next(inputs(&gpu))
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap();
+    let got = scores(&on_gpu, &gpu);
     assert_eq!(want.len(), 3 * 39);
     let worst = want
         .iter()

@@ -157,6 +157,11 @@ impl Fitted {
         }
     }
 
+    /// Serve with or without the customer's already-bought items.
+    pub fn set_mask_seen(&mut self, mask: bool) {
+        self.params.mask_seen = mask;
+    }
+
     fn history(&self, user: u32) -> &[(u32, i64)] {
         let u = user as usize;
         if u + 1 >= self.off.len() {

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
 
@@ -106,7 +105,6 @@ pub fn time_steps(device: &Device, s: &Shape, warmup: usize, steps: usize) -> Re
     // Reading a weight forces every queued kernel to finish.
     let _ = model.item.weight.val().sum().into_scalar::<f32>();
     let secs = t0.elapsed().as_secs_f64();
-    let _ = model.num_params();
     Ok((secs * 1e3 / steps as f64, (steps * s.batch) as f64 / secs))
 }
 

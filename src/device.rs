@@ -141,8 +141,8 @@ pub fn choose(choice: DeviceChoice) -> Result<Chosen> {
                 .into_iter()
                 .find(|a| a.hardware)
             {
-                let mut c = wgpu_any()?;
-                c.description = format!("wgpu on {} ({}), chosen by auto", a.name, a.backend);
+                let mut c = wgpu_on(&a)?;
+                c.description += ", chosen by auto";
                 return Ok(c);
             }
             let mut c = flex();
@@ -176,19 +176,23 @@ fn cuda() -> Result<Chosen> {
     ))
 }
 
-#[cfg(feature = "wgpu")]
+/// The best adapter: hardware first, else whatever the driver offers.
 fn wgpu_any() -> Result<Chosen> {
     let adapters = wgpu_adapters();
-    let Some(first) = adapters
+    match adapters
         .iter()
         .find(|a| a.hardware)
         .or_else(|| adapters.first())
-    else {
-        return Err(Error::Config(format!(
-            "no wgpu adapter found. {}",
-            VULKAN_HINT
-        )));
-    };
+    {
+        Some(a) => wgpu_on(a),
+        None => Err(Error::Config(format!(
+            "no wgpu adapter found. {VULKAN_HINT}"
+        ))),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_on(first: &Adapter) -> Result<Chosen> {
     let kind = if first.hardware {
         burn::tensor::DeviceKind::DefaultDevice
     } else {
@@ -207,7 +211,7 @@ fn wgpu_any() -> Result<Chosen> {
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu_any() -> Result<Chosen> {
+fn wgpu_on(_: &Adapter) -> Result<Chosen> {
     Err(Error::Config(
         "this build has no wgpu backend; rebuild with the default features".into(),
     ))

@@ -77,10 +77,9 @@ pub fn evaluate(
             .try_into_vec::<f32>()
             .expect("scores are f32");
         let width = n_items - 1;
-        let lists: Vec<(Vec<u32>, Vec<u32>)> = chunk
-            .par_iter()
-            .enumerate()
-            .map(|(r, _)| {
+        let lists: Vec<(Vec<u32>, Vec<u32>)> = (0..chunk.len())
+            .into_par_iter()
+            .map(|r| {
                 let row = &scores[r * width..(r + 1) * width];
                 let mut seen = hists[r].to_vec();
                 seen.sort_unstable();

@@ -418,7 +418,8 @@ pub fn step_loss(
     let (idx, targets, w) = batch.targeted();
     let (b, l) = (batch.rows, batch.len);
     let inputs = Tensor::<2, Int>::from_data(TensorData::new(batch.inputs.clone(), [b, l]), device);
-    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx.clone(), [idx.len()]), device);
+    let n_idx = idx.len();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n_idx]), device);
     let pos = batch.pos_offset(exp.data.max_len);
     let d = exp.model.d_model;
     match exp.loss.kind {
@@ -549,12 +550,10 @@ fn results_table(
         SplitKind::LastWeek => p.split.history(),
         _ => p.split.train.clone(),
     };
+    let mut fitted = Fitted::fit(&p.ds, &history, baseline::Params::default());
     for mask in [false, true] {
-        let params = baseline::Params {
-            mask_seen: mask,
-            ..baseline::Params::default()
-        };
-        let fitted = Fitted::fit(&p.ds, &history, params);
+        // Masking changes what is served, not what was fitted.
+        fitted.set_mask_seen(mask);
         for kind in Kind::ALL {
             let metrics: Vec<Metrics> =
                 crate::eval::evaluate(&p.test, &exp.eval.ks, p.ds.items.len(), |u, k, out| {

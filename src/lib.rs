@@ -24,7 +24,8 @@ pub mod seq;
 pub mod split;
 pub mod submission;
 pub mod synth;
-pub mod topk;
 pub mod train;
 
 pub use error::{Error, Result};
+/// Exact top-K selection, shared with the inference crate.
+pub use recforge_infer::topk;

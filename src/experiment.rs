@@ -23,6 +23,8 @@ pub struct Experiment {
     pub device: DeviceChoice,
     pub data: DataConfig,
     pub model: ModelConfig,
+    /// Settings of the two-tower model only (`model.kind = "two-tower"`).
+    pub tower: TowerConfig,
     pub loss: LossConfig,
     pub optim: OptimConfig,
     pub train: TrainConfig,
@@ -37,6 +39,7 @@ impl Default for Experiment {
             device: DeviceChoice::Auto,
             data: DataConfig::default(),
             model: ModelConfig::default(),
+            tower: TowerConfig::default(),
             loss: LossConfig::default(),
             optim: OptimConfig::default(),
             train: TrainConfig::default(),
@@ -59,6 +62,9 @@ pub struct DataConfig {
     /// Step between consecutive windows of one sequence (0 = max_len, no
     /// overlap). Smaller strides give targets more context at more compute.
     pub window_stride: usize,
+    /// Two-tower: only purchases in the last this many days of training are
+    /// targets (histories still reach back to the start); 0 = all.
+    pub sample_days: u32,
 }
 
 impl DataConfig {
@@ -79,13 +85,26 @@ impl Default for DataConfig {
             target_days: 7,
             max_len: 50,
             window_stride: 0,
+            sample_days: 0,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// SASRec-style sequential ranker.
+    #[default]
+    Sasrec,
+    /// Customer tower + feature-based item tower, for candidate retrieval.
+    TwoTower,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// Width of hidden states (SASRec) or of the retrieval space (two-tower).
     pub d_model: usize,
     pub n_layers: usize,
     pub n_heads: usize,
@@ -109,6 +128,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
+            kind: ModelKind::Sasrec,
             d_model: 64,
             n_layers: 2,
             n_heads: 2,
@@ -143,6 +163,72 @@ pub enum LossKind {
     Sampled,
     /// gSASRec's generalised BCE with `negatives` uniform negatives.
     Gbce,
+    /// Two-tower: softmax over the batch's other targets (plus
+    /// `mixed_negatives` uniform items), corrected by log Q when `logq`.
+    InBatch,
+}
+
+/// How the customer tower summarises recent purchases.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HistoryPool {
+    /// No purchase history: customer attributes only.
+    None,
+    /// Plain average of the last `history_len` purchases' item vectors.
+    Mean,
+    /// Average weighted by 0.5^(age in days / `half_life_days`).
+    Recency,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TowerConfig {
+    /// Width of each feature embedding (item and customer features).
+    pub feature_dim: usize,
+    /// Hidden width of each tower's two-layer MLP.
+    pub hidden: usize,
+    /// Hashed article-id embedding: number of buckets (0 = no id embedding).
+    pub id_buckets: usize,
+    pub id_dim: usize,
+    /// Probability of hiding an item's id vector in a training step, so the
+    /// tower learns to place items from features alone (as it must for new
+    /// ones, which never have an id vector).
+    pub id_dropout: f64,
+    /// Item features that identify an article almost as its id does (a
+    /// product code shared only by colour variants): hidden together with
+    /// the id, since a new product's code has never been trained.
+    pub id_features: Vec<String>,
+    /// Customer attributes (age bucket, club status, news frequency, FN,
+    /// Active, postal code...) in the customer tower.
+    pub user_features: bool,
+    /// Only these customer features (by cache name, or `age_bucket`) when non-empty.
+    pub user_feature_names: Vec<String>,
+    /// Customer features with more distinct values than this (postal codes)
+    /// are hashed into this many buckets.
+    pub hash_buckets: usize,
+    pub history: HistoryPool,
+    /// Purchases pooled (the most recent ones).
+    pub history_len: usize,
+    pub half_life_days: f64,
+}
+
+impl Default for TowerConfig {
+    fn default() -> Self {
+        TowerConfig {
+            feature_dim: 16,
+            hidden: 256,
+            id_buckets: 1 << 16,
+            id_dim: 32,
+            id_dropout: 0.5,
+            id_features: vec!["product_code".into()],
+            user_features: true,
+            user_feature_names: vec![],
+            hash_buckets: 1000,
+            history: HistoryPool::Recency,
+            history_len: 20,
+            half_life_days: 30.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -157,6 +243,16 @@ pub struct LossConfig {
     /// Weight each target by its price (normalised to mean 1): optimises
     /// expected revenue rather than purchase probability.
     pub revenue_weight: bool,
+    /// In-batch: logits are cosine similarities divided by this.
+    pub temperature: f64,
+    /// In-batch: subtract log(expected occurrences of the item among the
+    /// candidates) from each logit, so popular items are not punished for
+    /// appearing as negatives more often.
+    pub logq: bool,
+    /// In-batch: extra negatives drawn uniformly from the items sold in
+    /// training (mixed negative sampling), so rarely bought items are
+    /// pushed away too.
+    pub mixed_negatives: usize,
 }
 
 impl Default for LossConfig {
@@ -167,6 +263,9 @@ impl Default for LossConfig {
             alpha: 0.5,
             gbce_t: 0.75,
             revenue_weight: false,
+            temperature: 0.05,
+            logq: true,
+            mixed_negatives: 0,
         }
     }
 }
@@ -258,6 +357,11 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Evaluate every this many epochs (the last epoch is always evaluated).
     pub every: usize,
+    /// Retrieval: an item that sold before but not in the last this many
+    /// days of history counts as sold out and is not retrieved (0 = every
+    /// item is available). Items that never sold stay available: they may
+    /// be new arrivals.
+    pub stale_days: u32,
 }
 
 impl Default for EvalConfig {
@@ -268,6 +372,7 @@ impl Default for EvalConfig {
             select_masked: false,
             batch_size: 256,
             every: 1,
+            stale_days: 0,
         }
     }
 }
@@ -319,7 +424,50 @@ impl Experiment {
         if self.optim.lr <= 0.0 || !self.optim.lr.is_finite() {
             return bad(format!("optim.lr must be positive, got {}", self.optim.lr));
         }
-        if self.loss.kind != LossKind::Full && self.loss.negatives == 0 {
+        let two_tower = m.kind == ModelKind::TwoTower;
+        if two_tower != (self.loss.kind == LossKind::InBatch) {
+            return bad(format!(
+                "loss.kind = \"in-batch\" goes with model.kind = \"two-tower\" (and only with it); got {:?} with {:?}",
+                self.loss.kind, m.kind
+            ));
+        }
+        if two_tower {
+            let t = &self.tower;
+            if t.feature_dim == 0 || t.hidden == 0 {
+                return bad("tower.feature_dim and tower.hidden must be positive".into());
+            }
+            if !(0.0..=1.0).contains(&t.id_dropout) {
+                return bad(format!(
+                    "tower.id_dropout must be in [0, 1], got {}",
+                    t.id_dropout
+                ));
+            }
+            if t.history != HistoryPool::None && t.history_len == 0 {
+                return bad(
+                    "tower.history_len must be positive when tower.history pools purchases".into(),
+                );
+            }
+            if t.half_life_days.is_nan() || t.half_life_days <= 0.0 {
+                return bad(format!(
+                    "tower.half_life_days must be positive, got {}",
+                    t.half_life_days
+                ));
+            }
+            if self.loss.temperature.is_nan() || self.loss.temperature <= 0.0 {
+                return bad(format!(
+                    "loss.temperature must be positive, got {}",
+                    self.loss.temperature
+                ));
+            }
+            if self.eval.select_masked {
+                return bad("eval.select_masked does not apply to model.kind = \"two-tower\": retrieval keeps already-bought items (repurchases are candidates too)".into());
+            }
+            if t.hash_buckets == 0 {
+                return bad("tower.hash_buckets must be positive".into());
+            }
+        }
+        if matches!(self.loss.kind, LossKind::Sampled | LossKind::Gbce) && self.loss.negatives == 0
+        {
             return bad("loss.negatives must be positive for sampled losses".into());
         }
         if self.eval.ks.is_empty() || self.eval.ks.contains(&0) {

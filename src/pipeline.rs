@@ -98,6 +98,7 @@ full ranking over {} items; already-bought items {}. Baseline parameters: {}.",
         rows,
         has_price: ds.meta.has_price,
         notes: String::new(),
+        extra: serde_json::Value::Null,
     };
     let split_name = match opt.split {
         SplitKind::LastWeek => "last-week",

@@ -26,6 +26,9 @@ pub struct Table {
     /// Markdown appended after the tables (e.g. a run's per-epoch curve).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub notes: String,
+    /// Structured form of further results shown in `notes`.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub extra: serde_json::Value,
 }
 
 fn fmt(v: f64) -> String {

@@ -1,5 +1,7 @@
 //! burn models.
 
 pub mod sasrec;
+pub mod two_tower;
 
 pub use sasrec::{SasRec, SasRecConfig};
+pub use two_tower::{TwoTower, TwoTowerConfig};

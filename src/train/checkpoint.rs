@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{AtomicDir, write_atomic};
-use crate::model::SasRec;
 use crate::train::evaluate::EvalResult;
 
 /// What an epoch did, as logged and checkpointed.
@@ -20,6 +19,7 @@ pub struct EpochLog {
     pub step: usize,
     pub loss: f64,
     pub lr: f64,
+    /// Training units (sequences, samples) per second.
     pub seqs_per_s: f64,
     pub train_s: f64,
     /// Wall seconds of the whole epoch: training, evaluation, checkpoint.
@@ -52,9 +52,9 @@ fn record_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Writes `<dir>/epoch-NNNN/` and keeps only the newest `keep` of them.
-pub fn save(
+pub fn save<M: Module>(
     dir: &Path,
-    model: &SasRec,
+    model: &M,
     optim: &ModuleOptimizer,
     state: &TrainState,
     keep: usize,
@@ -76,7 +76,7 @@ pub fn save(
 }
 
 /// Saves the selected model as `<run>/best/` (weights and state).
-pub fn save_best(dir: &Path, model: &SasRec, state: &TrainState) -> Result<()> {
+pub fn save_best<M: Module>(dir: &Path, model: &M, state: &TrainState) -> Result<()> {
     let tmp = AtomicDir::create(dir)?;
     let m = tmp.path().join(MODEL);
     model.clone().save_file(&m).map_err(|e| record_err(&m, e))?;
@@ -115,7 +115,7 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-pub fn load_model(dir: &Path, model: SasRec) -> Result<SasRec> {
+pub fn load_model<M: Module>(dir: &Path, model: M) -> Result<M> {
     let m = dir.join(MODEL);
     model.try_load_file(&m).map_err(|e| record_err(&m, e))
 }

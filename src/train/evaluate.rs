@@ -1,4 +1,4 @@
-//! Full-ranking evaluation of a sequential model: every item is scored for
+//! Evaluation results, and full-ranking evaluation of a sequential model: every item is scored for
 //! every target customer, with and without the customer's already-bought
 //! items, in one pass.
 
@@ -16,20 +16,26 @@ use crate::topk::top_k;
 pub struct EvalResult {
     pub plain: Vec<Metrics>,
     pub masked: Vec<Metrics>,
-    /// Target customers with no history, served `fallback` instead.
+    /// Target customers with no history (served a fallback by the ranker;
+    /// embedded from their attributes alone by the two-tower model).
     pub cold_users: usize,
+    /// Further metrics by column name, e.g. `ColdRecall@100`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<(String, f64)>,
 }
 
 impl EvalResult {
     /// Value of column `name` (e.g. "NDCG") at `k`.
     pub fn get(&self, masked: bool, name: &str, k: usize) -> Option<f64> {
         let ms = if masked { &self.masked } else { &self.plain };
-        let m = ms.iter().find(|m| m.k == k)?;
         let col = format!("{name}@{k}");
-        m.columns()
-            .into_iter()
-            .find(|(c, _)| *c == col)
-            .map(|c| c.1)
+        if let Some(m) = ms.iter().find(|m| m.k == k)
+            && let Some(v) = m.columns().into_iter().find(|(c, _)| *c == col)
+        {
+            return Some(v.1);
+        }
+        let extra = if masked { None } else { Some(&self.extra) };
+        extra?.iter().find(|(c, _)| *c == col).map(|c| c.1)
     }
 }
 
@@ -103,5 +109,6 @@ pub fn evaluate(
         plain: plain.iter().map(Accumulator::finish).collect(),
         masked: masked.iter().map(Accumulator::finish).collect(),
         cold_users,
+        extra: vec![],
     }
 }

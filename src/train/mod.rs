@@ -1,7 +1,10 @@
-//! The training loop of the sequential ranker: one pass over every
-//! customer's training sequence per epoch, validation with full ranking after
-//! each epoch, checkpoints, TensorBoard curves, early stopping, and test
-//! metrics of the selected model at the end.
+//! The training loop shared by every model: epochs over shuffled training
+//! units, validation after each epoch, checkpoints, TensorBoard curves,
+//! early stopping, and test metrics of the selected model at the end.
+//!
+//! What differs between models (their data, loss, evaluation and result
+//! rows) sits behind [`Task`]: [`sequential`] for the SASRec ranker,
+//! [`retrieval`] for the two-tower model.
 //!
 //! Resuming reproduces an uninterrupted run on the CPU: the data order of an
 //! epoch and every dropout mask and negative sample of a step are drawn from
@@ -12,8 +15,11 @@ pub mod checkpoint;
 pub mod evaluate;
 pub mod loss;
 pub mod progress;
+pub mod retrieval;
 pub mod schedule;
+pub mod sequential;
 pub mod tensorboard;
+pub mod tower_data;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,25 +28,20 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
-use crate::baseline::{self, Fitted, Kind};
-use crate::data::Dataset;
 use crate::device::{self, Chosen};
 use crate::error::{Error, Result};
-use crate::eval::{Metrics, Targets};
-use crate::experiment::{Experiment, LossKind, OptimKind};
-use crate::features::{ItemFeature, item_features};
-use crate::model::{SasRec, SasRecConfig};
+use crate::experiment::{Experiment, ModelKind, OptimKind};
 use crate::report::{Row, Table};
 use crate::rng::Rng;
-use crate::seq::{Sequences, Window, train_batch};
-use crate::split::{Split, SplitKind, split};
 use checkpoint::{EpochLog, TrainState};
 use evaluate::EvalResult;
 use progress::{Progress, clock};
 use tensorboard::EventWriter;
+
+pub use sequential::{build_model, proposal_cdf, step_loss};
 
 /// How to run, beyond the experiment itself.
 #[derive(Debug, Clone, Default)]
@@ -67,60 +68,56 @@ pub struct Outcome {
     pub table: Option<Table>,
 }
 
-/// Everything derived from the data that a run needs.
-struct Prepared {
-    ds: Dataset,
-    split: Split,
-    train: Sequences,
-    /// Inputs when scoring the test period (train + validation).
-    test_history: Sequences,
-    valid: Targets,
-    test: Targets,
-    windows: Vec<Window>,
-    feats: Vec<ItemFeature>,
-    /// Item frequencies in training, for the negative samplers.
-    counts: Vec<f64>,
+/// One model's side of training: its data, loss, evaluation and results.
+pub trait Task {
+    type Model: Module;
+    /// What one training unit is, plural ("sequences", "samples").
+    const UNIT: &'static str;
+    /// Training units per epoch; an epoch visits each once, in shuffled order.
+    fn n_units(&self) -> usize;
+    /// The model as configured, initialised from the run's seed.
+    fn build(&self, device: &Device) -> Self::Model;
+    /// The loss `[1]` of the units `batch`, on the autodiff device; every
+    /// random choice comes from `rng`.
+    fn loss(
+        &self,
+        model: &Self::Model,
+        batch: &[usize],
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Tensor<1>;
+    /// Metrics on the validation period (the model is in inference mode).
+    fn validate(&self, model: &Self::Model, device: &Device) -> EvalResult;
+    /// Metrics on the test period.
+    fn test(&self, model: &Self::Model, device: &Device) -> EvalResult;
+    /// One line about the data and model, printed at the start.
+    fn describe(&self, model: &Self::Model) -> String;
+    /// Written to `run.json` at the start of a run.
+    fn run_info(&self) -> serde_json::Value;
+    /// The model's test rows and the baselines' on the same customers.
+    fn result_rows(&self, test: &EvalResult) -> Vec<Row>;
+    /// How the test was set up, for the results table.
+    fn protocol(&self, test: &EvalResult) -> String;
+    /// Markdown after the tables (e.g. extra metrics), and its JSON form.
+    fn result_notes(&self, _test: &EvalResult) -> (String, serde_json::Value) {
+        (String::new(), serde_json::Value::Null)
+    }
+    fn dataset_name(&self) -> &str;
+    fn has_price(&self) -> bool;
 }
 
-fn prepare(exp: &Experiment) -> Result<Prepared> {
-    let ds = crate::cache::read(&exp.data.cache)?;
-    let split = split(&ds, exp.data.split, exp.data.target_days)?;
-    if split.valid.is_empty() {
-        return Err(Error::Config(format!(
-            "the {:?} split of `{}` has no validation rows; model selection needs them",
-            exp.data.split, ds.meta.name
-        )));
+/// Trains the experiment's model.
+pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
+    exp.validate()?;
+    let chosen = device::choose(exp.device)?;
+    eprintln!("device: {}", chosen.description);
+    match exp.model.kind {
+        ModelKind::Sasrec => run(exp, opt, chosen, sequential::Sequential::prepare(exp)?),
+        ModelKind::TwoTower => run(exp, opt, chosen, retrieval::Retrieval::prepare(exp)?),
     }
-    let train = Sequences::build(&ds, &split.train);
-    let test_history = Sequences::build(&ds, &split.history());
-    let valid = Targets::from_rows(&ds, &split.valid);
-    let test = Targets::from_rows(&ds, &split.test);
-    let windows = train.windows(exp.data.max_len, exp.data.window_stride());
-    if windows.is_empty() {
-        return Err(Error::Config(format!(
-            "no customer of `{}` has two training interactions: nothing to learn from",
-            ds.meta.name
-        )));
-    }
-    let feats = item_features(&ds, &split.train, &exp.model)?;
-    let mut counts = vec![0.0; ds.items.len()];
-    for &r in &split.train {
-        counts[ds.inter.item[r] as usize] += 1.0;
-    }
-    Ok(Prepared {
-        ds,
-        split,
-        train,
-        test_history,
-        valid,
-        test,
-        windows,
-        feats,
-        counts,
-    })
 }
 
-fn optimizer(exp: &Experiment) -> ModuleOptimizer {
+pub(crate) fn optimizer(exp: &Experiment) -> ModuleOptimizer {
     let o = &exp.optim;
     let clip = (o.clip_norm > 0.0).then_some(GradientClippingConfig::Norm(o.clip_norm as f32));
     match o.kind {
@@ -146,30 +143,14 @@ fn optimizer(exp: &Experiment) -> ModuleOptimizer {
 /// Distinct stream ids so that no two uses of the seed share random numbers.
 const ORDER: u64 = 0x006f_7264_6572;
 const STEP: u64 = 0x7374_6570;
-const INIT: u64 = 0x696e_6974;
+pub(crate) const INIT: u64 = 0x696e_6974;
 
-/// The model as configured, initialised from the run's seed on `device`.
-pub fn build_model(
-    exp: &Experiment,
-    n_items: usize,
-    feats: &[ItemFeature],
-    device: &Device,
-) -> SasRec {
-    device.seed(Rng::stream(exp.seed, INIT).next_u64());
-    SasRecConfig::new(&exp.model, n_items, exp.data.max_len, feats).init(feats, device)
-}
-
-pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
-    exp.validate()?;
+fn run<T: Task>(exp: &Experiment, opt: &TrainOptions, chosen: Chosen, task: T) -> Result<Outcome> {
     let started = Instant::now();
-    let chosen = device::choose(exp.device)?;
-    eprintln!("device: {}", chosen.description);
-    let p = prepare(exp)?;
-    let n_items = p.ds.items.len();
     let ad = chosen.device.clone().autodiff();
 
     let ckpt_dir = opt.run_dir.join("checkpoints");
-    let mut model = build_model(exp, n_items, &p.feats, &ad);
+    let mut model = task.build(&ad);
     let mut optim = optimizer(exp);
     let mut state = TrainState::default();
     if opt.resume {
@@ -188,24 +169,17 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
             state.epoch
         );
     } else {
-        write_run_files(exp, &opt.run_dir, &chosen, &p)?;
+        write_run_files(exp, &opt.run_dir, &chosen, task.run_info())?;
     }
     let mut tb = EventWriter::create(&opt.run_dir.join("tensorboard"))?;
     let (sel_name, sel_k) = exp.selection_metric()?;
-    let steps_per_epoch = p.windows.len().div_ceil(exp.train.batch_size);
+    let steps_per_epoch = task.n_units().div_ceil(exp.train.batch_size);
     let total_steps = steps_per_epoch * exp.train.epochs;
-    let revenue = exp.loss.revenue_weight.then(|| p.train.mean_price());
-    let proposal = proposal_cdf(&p.counts, exp.loss.alpha, exp.loss.kind == LossKind::Gbce);
-    let valid_fallback = fallback(&p.ds, &p.split.train, &exp.eval.ks);
-    let test_fallback = fallback(&p.ds, &p.split.history(), &exp.eval.ks);
     eprintln!(
-        "{}: {} training windows from {} customers, {} steps per epoch, {} items, {} item features, {} parameters",
+        "{}: {}, {} steps per epoch, {} parameters",
         exp.name,
-        p.windows.len(),
-        p.train.n_users(),
+        task.describe(&model),
         steps_per_epoch,
-        n_items - 1,
-        p.feats.len(),
         model.num_params()
     );
 
@@ -239,7 +213,7 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
             break;
         }
         let epoch = state.epoch + 1;
-        let mut order = p.windows.clone();
+        let mut order: Vec<usize> = (0..task.n_units()).collect();
         Rng::stream(exp.seed, ORDER ^ ((epoch as u64) << 32)).shuffle(&mut order);
         let t0 = Instant::now();
         let mut prog = Progress::new(
@@ -247,15 +221,14 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
             steps_per_epoch,
             opt.progress,
         );
-        let (mut loss_sum, mut loss_n, mut seqs) = (0.0f64, 0usize, 0usize);
+        let (mut loss_sum, mut loss_n, mut units) = (0.0f64, 0usize, 0usize);
         let mut lr = 0.0;
         for (bi, chunk) in order.chunks(exp.train.batch_size).enumerate() {
             let step = state.step;
             lr = schedule::lr_at(&exp.optim, step, total_steps);
             let mut rng = Rng::stream(exp.seed, STEP ^ ((step as u64) << 16));
             ad.seed(rng.next_u64());
-            let batch = train_batch(&p.train, chunk, revenue);
-            let loss = step_loss(&model, exp, &batch, &proposal, &mut rng, &ad);
+            let loss = task.loss(&model, chunk, &mut rng, &ad);
             let value: f64 = loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
                 prog.finish();
@@ -273,23 +246,15 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
             state.step += 1;
             loss_sum += value;
             loss_n += 1;
-            seqs += chunk.len();
+            units += chunk.len();
             tb.scalar("train/loss_step", state.step as u64, value)?;
-            prog.update(bi + 1, seqs, loss_sum / loss_n as f64);
+            prog.update(bi + 1, units, loss_sum / loss_n as f64);
         }
         prog.finish();
         let train_s = t0.elapsed().as_secs_f64();
         let last_epoch = epoch == exp.train.epochs;
         let valid = if epoch % exp.eval.every.max(1) == 0 || last_epoch {
-            Some(evaluate::evaluate(
-                &model.valid(),
-                &chosen.device,
-                &p.valid,
-                &p.train,
-                &valid_fallback,
-                &exp.eval.ks,
-                exp.eval.batch_size,
-            ))
+            Some(task.validate(&model.valid(), &chosen.device))
         } else {
             None
         };
@@ -298,37 +263,41 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
             step: state.step,
             loss: loss_sum / loss_n.max(1) as f64,
             lr,
-            seqs_per_s: seqs as f64 / train_s.max(1e-9),
+            seqs_per_s: units as f64 / train_s.max(1e-9),
             train_s,
             wall_s: 0.0,
             valid: valid.clone(),
         };
-        log_epoch(&mut tb, &log)?;
+        log_epoch::<T>(&mut tb, &log)?;
         let mut line = format!(
-            "epoch {epoch}: loss {:.4}, {:.0} seq/s, {:.1}s",
-            log.loss, log.seqs_per_s, train_s
+            "epoch {epoch}: loss {:.4}, {:.0} {}/s, {:.1}s",
+            log.loss,
+            log.seqs_per_s,
+            T::UNIT,
+            train_s
         );
         state.epoch = epoch;
         state.history.push(log);
         if let Some(v) = &valid {
             let value = v
                 .get(exp.eval.select_masked, &sel_name, sel_k)
-                .expect("selection metric validated");
-            line += &format!(
-                "; valid {sel_name}@{sel_k} {} {value:.4} ({} {:.4})",
-                if exp.eval.select_masked {
-                    "masked"
-                } else {
-                    "unmasked"
-                },
-                if exp.eval.select_masked {
-                    "unmasked"
-                } else {
-                    "masked"
-                },
-                v.get(!exp.eval.select_masked, &sel_name, sel_k)
-                    .unwrap_or(f64::NAN)
-            );
+                .unwrap_or(f64::NAN);
+            let masked = if exp.eval.select_masked {
+                " masked"
+            } else {
+                ""
+            };
+            line += &format!("; valid {sel_name}@{sel_k}{masked} {value:.4}");
+            if let Some(other) = v.get(!exp.eval.select_masked, &sel_name, sel_k) {
+                line += &format!(
+                    " ({} {other:.4})",
+                    if exp.eval.select_masked {
+                        "unmasked"
+                    } else {
+                        "masked"
+                    }
+                );
+            }
             if state.best_value.is_none_or(|b| value > b) {
                 state.best_value = Some(value);
                 state.best_epoch = Some(epoch);
@@ -366,23 +335,11 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
     tb.flush()?;
 
     // Test once, with the selected model.
-    let best_dir = opt.run_dir.join("best");
-    let best = checkpoint::load_model(
-        &best_dir,
-        build_model(exp, n_items, &p.feats, &chosen.device),
-    )?;
-    let test = evaluate::evaluate(
-        &best,
-        &chosen.device,
-        &p.test,
-        &p.test_history,
-        &test_fallback,
-        &exp.eval.ks,
-        exp.eval.batch_size,
-    );
+    let best = checkpoint::load_model(&opt.run_dir.join("best"), task.build(&chosen.device))?;
+    let test = task.test(&best, &chosen.device);
     let table = results_table(
         exp,
-        &p,
+        &task,
         &state,
         &test,
         &chosen,
@@ -405,90 +362,11 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
     })
 }
 
-/// The loss of one batch `[1]`, on the autodiff device (public for the
-/// training benchmark).
-pub fn step_loss(
-    model: &SasRec,
-    exp: &Experiment,
-    batch: &crate::seq::Batch,
-    proposal: &[f64],
-    rng: &mut Rng,
-    device: &Device,
-) -> Tensor<1> {
-    let (idx, targets, w) = batch.targeted();
-    let (b, l) = (batch.rows, batch.len);
-    let inputs = Tensor::<2, Int>::from_data(TensorData::new(batch.inputs.clone(), [b, l]), device);
-    let n_idx = idx.len();
-    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n_idx]), device);
-    let pos = batch.pos_offset(exp.data.max_len);
-    let d = exp.model.d_model;
-    match exp.loss.kind {
-        LossKind::Full => {
-            let table = model.item_table();
-            let h = model
-                .encode(&table, inputs, pos)
-                .reshape([b * l, d])
-                .select(0, idx);
-            loss::full_softmax(h, &table, &targets, &w)
-        }
-        LossKind::Sampled | LossKind::Gbce => {
-            let x = model
-                .item_repr(inputs.clone().reshape([b * l]))
-                .reshape([b, l, d]);
-            let h = model
-                .encode_embedded(x, inputs, pos)
-                .reshape([b * l, d])
-                .select(0, idx);
-            let s = exp.loss.negatives;
-            let negs = loss::draw_negatives(rng, proposal, s);
-            if exp.loss.kind == LossKind::Sampled {
-                let pos_q = loss::target_log_q(proposal, &targets, s);
-                loss::sampled_softmax(model, h, &targets, &w, &negs, &pos_q)
-            } else {
-                let beta = loss::gbce_beta(s, model.n_items(), exp.loss.gbce_t);
-                loss::gbce(model, h, &targets, &w, &negs.ids, beta)
-            }
-        }
-    }
-}
-
-/// Cumulative proposal weights over item ids: count^alpha (uniform over real
-/// items for gBCE or alpha = 0), with a floor so unsold items can be drawn.
-pub fn proposal_cdf(counts: &[f64], alpha: f64, uniform: bool) -> Vec<f64> {
-    let mut acc = 0.0;
-    counts
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            if i > 0 {
-                acc += if uniform || alpha == 0.0 {
-                    1.0
-                } else {
-                    (c + 0.5).powf(alpha)
-                };
-            }
-            acc
-        })
-        .collect()
-}
-
-/// What customers without history are shown: time-decayed popularity over
-/// `rows` (the strongest history-free baseline), as the model has nothing
-/// to condition on.
-fn fallback(ds: &Dataset, rows: &[usize], ks: &[usize]) -> Vec<u32> {
-    let k = ks.iter().copied().max().unwrap_or(12);
-    let fitted = Fitted::fit(ds, rows, baseline::Params::default());
-    let mut out = Vec::with_capacity(k);
-    // User 0 is the padding customer: no history, so nothing is masked.
-    fitted.recommend(Kind::DecayedPopular, 0, k, &mut out);
-    out
-}
-
-fn log_epoch(tb: &mut EventWriter, log: &EpochLog) -> Result<()> {
+fn log_epoch<T: Task>(tb: &mut EventWriter, log: &EpochLog) -> Result<()> {
     let step = log.epoch as u64;
     tb.scalar("train/loss", step, log.loss)?;
     tb.scalar("train/lr", step, log.lr)?;
-    tb.scalar("train/sequences_per_s", step, log.seqs_per_s)?;
+    tb.scalar(&format!("train/{}_per_s", T::UNIT), step, log.seqs_per_s)?;
     if let Some(v) = &log.valid {
         for (prefix, ms) in [("valid", &v.plain), ("valid_masked", &v.masked)] {
             for m in ms {
@@ -497,11 +375,19 @@ fn log_epoch(tb: &mut EventWriter, log: &EpochLog) -> Result<()> {
                 }
             }
         }
+        for (name, value) in &v.extra {
+            tb.scalar(&format!("valid/{name}"), step, *value)?;
+        }
     }
     tb.flush()
 }
 
-fn write_run_files(exp: &Experiment, dir: &Path, chosen: &Chosen, p: &Prepared) -> Result<()> {
+fn write_run_files(
+    exp: &Experiment,
+    dir: &Path,
+    chosen: &Chosen,
+    info: serde_json::Value,
+) -> Result<()> {
     if dir.join("checkpoints").exists() {
         return Err(Error::Config(format!(
             "{} already holds a run; continue it with `--resume {0}`, or choose another --run-dir",
@@ -510,87 +396,34 @@ fn write_run_files(exp: &Experiment, dir: &Path, chosen: &Chosen, p: &Prepared) 
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     crate::fsutil::write_atomic(dir.join("config.toml"), exp.to_toml().as_bytes())?;
-    let model = SasRecConfig::new(&exp.model, p.ds.items.len(), exp.data.max_len, &p.feats);
-    let info = serde_json::json!({
-        "device": chosen.description,
-        "dataset": p.ds.meta.name,
-        "model": model,
-        "train_rows": p.split.train.len(),
-        "valid_rows": p.split.valid.len(),
-        "test_rows": p.split.test.len(),
-        "windows": p.windows.len(),
-    });
+    let mut info = info;
+    info["device"] = serde_json::Value::String(chosen.description.clone());
     crate::fsutil::write_atomic(
         dir.join("run.json"),
         serde_json::to_vec_pretty(&info).expect("json").as_slice(),
     )
 }
 
-fn results_table(
+fn results_table<T: Task>(
     exp: &Experiment,
-    p: &Prepared,
+    task: &T,
     state: &TrainState,
     test: &EvalResult,
     chosen: &Chosen,
     stop: Option<&str>,
     started: Instant,
 ) -> Table {
-    let mut rows = vec![
-        Row {
-            name: format!("{} (seen not masked)", exp.name),
-            metrics: test.plain.clone(),
-        },
-        Row {
-            name: format!("{} (seen masked)", exp.name),
-            metrics: test.masked.clone(),
-        },
-    ];
-    // The classic baselines on the same targets, fitted on what the model saw.
-    let history = match exp.data.split {
-        SplitKind::LastWeek => p.split.history(),
-        _ => p.split.train.clone(),
-    };
-    let mut fitted = Fitted::fit(&p.ds, &history, baseline::Params::default());
-    for mask in [false, true] {
-        // Masking changes what is served, not what was fitted.
-        fitted.set_mask_seen(mask);
-        for kind in Kind::ALL {
-            let metrics: Vec<Metrics> =
-                crate::eval::evaluate(&p.test, &exp.eval.ks, p.ds.items.len(), |u, k, out| {
-                    fitted.recommend(kind, u, k, out)
-                });
-            rows.push(Row {
-                name: format!(
-                    "{} ({})",
-                    kind.name(),
-                    if mask {
-                        "seen masked"
-                    } else {
-                        "seen not masked"
-                    }
-                ),
-                metrics,
-            });
-        }
-    }
     let best = state.best_epoch.unwrap_or(0);
+    let (sel_name, sel_k) = exp.selection_metric().unwrap_or(("NDCG".into(), 10));
     let valid_best = state
         .history
         .iter()
         .find(|h| h.epoch == best)
         .and_then(|h| h.valid.as_ref())
-        .and_then(|v| {
-            v.get(
-                exp.eval.select_masked,
-                &exp.selection_metric().ok()?.0,
-                exp.selection_metric().ok()?.1,
-            )
-        });
+        .and_then(|v| v.get(exp.eval.select_masked, &sel_name, sel_k));
     let protocol = format!(
         "Split `{:?}`; model selected on validation {} ({}) = {} at epoch {best} of {} ({}); \
-trained {} on {}; test inputs are each customer's history before the test period (train + validation), \
-full ranking over {} items; {} test customers ({} without history, served time-decayed popularity). \
-Baselines are fitted on the same history. Total wall time {:.0}s.",
+trained {} on {}; {} Total wall time {:.0}s.",
         exp.data.split,
         exp.eval.metric,
         if exp.eval.select_masked {
@@ -605,18 +438,18 @@ Baselines are fitted on the same history. Total wall time {:.0}s.",
         stop.unwrap_or("all epochs run"),
         clock(state.elapsed_s),
         chosen.description,
-        p.ds.items.len() - 1,
-        p.test.len(),
-        test.cold_users,
+        task.protocol(test),
         started.elapsed().as_secs_f64(),
     );
+    let (notes, extra) = task.result_notes(test);
     Table {
-        title: format!("{} on {}", exp.name, p.ds.meta.name),
-        dataset: p.ds.meta.name.clone(),
+        title: format!("{} on {}", exp.name, task.dataset_name()),
+        dataset: task.dataset_name().to_string(),
         protocol,
-        rows,
-        has_price: p.ds.meta.has_price,
-        notes: epoch_table(exp, state),
+        rows: task.result_rows(test),
+        has_price: task.has_price(),
+        notes: notes + &epoch_table(exp, state),
+        extra,
     }
 }
 
@@ -626,7 +459,7 @@ fn epoch_table(exp: &Experiment, state: &TrainState) -> String {
     let mut s = format!(
         "## Training curve
 
-| epoch | steps | train loss | lr | sequences/s | epoch s | valid {name}@{k} | valid {name}@{k} seen masked |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+| epoch | steps | train loss | lr | units/s | epoch s | valid {name}@{k} | valid {name}@{k} seen masked |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for h in &state.history {
         let v = |masked| {

@@ -32,7 +32,9 @@ impl ItemIndex {
     /// `vecs` holds `ids.len()` rows of `dim` values. All items start available.
     pub fn new(dim: usize, ids: Vec<u32>, vecs: Vec<f32>) -> Result<Self> {
         if dim == 0 {
-            return Err(Error::Invalid("embedding dimension must be positive".into()));
+            return Err(Error::Invalid(
+                "embedding dimension must be positive".into(),
+            ));
         }
         if vecs.len() != ids.len() * dim {
             return Err(Error::Shape {
@@ -189,11 +191,7 @@ impl Running {
             self.cand.select_nth_unstable_by(self.k - 1, better);
             self.cand.truncate(self.k);
             // Equal scores must still enter (a lower id may beat a kept one).
-            self.threshold = self
-                .cand
-                .iter()
-                .map(|c| c.1)
-                .fold(f32::INFINITY, f32::min);
+            self.threshold = self.cand.iter().map(|c| c.1).fold(f32::INFINITY, f32::min);
         }
     }
 

@@ -41,6 +41,27 @@ pub enum BenchCmd {
         #[arg(long, default_value = "benches/results/train.md")]
         out: PathBuf,
     },
+    /// Two-tower training throughput (samples/s) on a prepared cache, and
+    /// exact top-K retrieval throughput (customers/s) at the H&M catalogue size.
+    Retrieval {
+        /// The two-tower experiment whose model and data are timed.
+        #[arg(long, default_value = "experiments/hm_two_tower.toml")]
+        config: PathBuf,
+        /// Timed training steps (after 2 warm-up steps).
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Catalogue size of the retrieval benchmark.
+        #[arg(long, default_value_t = 105_542)]
+        items: usize,
+        /// Customers retrieved for.
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        /// Candidates per customer.
+        #[arg(long, default_value_t = 200)]
+        k: usize,
+        #[arg(long, default_value = "benches/results/retrieval.md")]
+        out: PathBuf,
+    },
 }
 
 fn timed(args: &[&str]) -> Result<(f64, f64, String)> {
@@ -79,6 +100,14 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             only,
             out,
         } => crate::bench_train::run(&devices, steps, &only, &out),
+        BenchCmd::Retrieval {
+            config,
+            steps,
+            items,
+            customers,
+            k,
+            out,
+        } => crate::bench_retrieval::run(&config, steps, items, customers, k, &out),
     }
 }
 

@@ -14,6 +14,7 @@ use recforge::split::SplitKind;
 use recforge::synth::{self, SynthConfig};
 
 mod bench;
+mod bench_retrieval;
 mod bench_train;
 
 // polars allocates and frees large per-chunk buffers; with glibc each one is

@@ -100,3 +100,100 @@ fn wgpu_forward_matches_flex_and_training_steps_run() {
         "a step on the same batch should lower the loss: {losses:?}"
     );
 }
+
+/// The two-tower model on wgpu: the same weights give the same unit vectors
+/// as on flex, and the in-batch loss trains.
+#[test]
+fn two_tower_on_wgpu_matches_flex_and_trains() {
+    use recforge::experiment::HistoryPool;
+    use recforge::model::{TwoTower, TwoTowerConfig};
+    let cfg = TwoTowerConfig {
+        d_model: 8,
+        feature_dim: 4,
+        hidden: 16,
+        id_buckets: 50,
+        id_dim: 4,
+        dropout: 0.0,
+        init_std: 0.3,
+        item_features: vec![("a".into(), 6), ("b".into(), 9)],
+        user_features: vec![("age".into(), 5)],
+        history: HistoryPool::Recency,
+    };
+    // Six items; customers 0..4 with two-slot histories.
+    let item_codes: Vec<i64> = vec![1, 6, 2, 7, 3, 8, 4, 9, 5, 10, 1, 11];
+    let item_ids: Vec<i64> = vec![3, 14, 15, 9, 26, 5];
+    let keep: Vec<f32> = vec![1.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+    let hist: Vec<i64> = vec![0, 1, 2, 3, 4, 4, 5, 0];
+    let weights: Vec<f32> = vec![0.5, 0.5, 0.3, 0.7, 1.0, 0.0, 0.2, 0.8];
+    let user_codes: Vec<i64> = vec![1, 2, 3, 4];
+    let vectors = |m: &TwoTower, dev: &Device| -> (Tensor<2>, Tensor<2>) {
+        let items = m.item_embed(
+            Tensor::from_data(TensorData::new(item_codes.clone(), [6, 2]), dev),
+            Tensor::from_data(TensorData::new(item_ids.clone(), [6]), dev),
+            Tensor::from_data(TensorData::new(keep.clone(), [6, 1]), dev),
+        );
+        let pooled = TwoTower::pool(
+            items.clone(),
+            Tensor::from_data(TensorData::new(hist.clone(), [8]), dev),
+            Tensor::from_data(TensorData::new(weights.clone(), [4, 2]), dev),
+        );
+        let users = m.user_embed(
+            Some(Tensor::from_data(
+                TensorData::new(user_codes.clone(), [4, 1]),
+                dev,
+            )),
+            Some(pooled),
+        );
+        (items, users)
+    };
+    let read = |t: Tensor<2>| {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+
+    let flex = Device::flex();
+    flex.seed(5);
+    let model = cfg.init(&flex);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tt.bpk");
+    model.clone().save_file(&path).unwrap();
+    let (fi, fu) = vectors(&model, &flex);
+    let gpu = wgpu_device();
+    let (gi, gu) = vectors(&cfg.init(&gpu).load_file(&path), &gpu);
+    for (a, b) in [(read(fi), read(gi)), (read(fu), read(gu))] {
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "wgpu and flex vectors differ by {worst}");
+    }
+
+    let ad = gpu.autodiff();
+    let mut m = cfg.init(&ad).load_file(&path);
+    let mut optim = AdamConfig::new().init();
+    let mut losses = Vec::new();
+    // Customer r bought item targets[r]; items 0..6 are the columns.
+    let targets = [0u32, 3, 5, 1];
+    let columns: Vec<u32> = (0..6).collect();
+    let mut cols: Vec<u32> = targets.to_vec();
+    cols.extend(columns.iter().filter(|c| !targets.contains(c)));
+    let order: Vec<i64> = cols.iter().map(|&c| c as i64).collect();
+    for _ in 0..2 {
+        let (items, users) = vectors(&m, &ad);
+        let v = items.select(
+            0,
+            Tensor::from_data(TensorData::new(order.clone(), [6]), &ad),
+        );
+        let logits = users.matmul(v.transpose()).mul_scalar(5.0);
+        let mask = recforge::train::loss::in_batch_accidental_hits(&targets, &cols);
+        let log_q = vec![0.5f32; 6];
+        let loss = recforge::train::loss::in_batch_softmax(logits, Some(&log_q), &mask, &[1.0; 4]);
+        losses.push(loss.clone().into_scalar::<f32>());
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        m = optim.step(5e-2, m, grads);
+    }
+    assert!(losses[1] < losses[0], "{losses:?}");
+}

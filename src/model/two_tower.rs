@@ -208,3 +208,56 @@ impl TwoTower {
         (h * weights.reshape([b, l, 1])).sum_dim(1).reshape([b, d])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn norms(t: Tensor<2>) -> Vec<f32> {
+        t.powf_scalar(2.0)
+            .sum_dim(1)
+            .sqrt()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn both_towers_give_unit_vectors() {
+        let dev = Device::flex();
+        let cfg = TwoTowerConfig {
+            d_model: 8,
+            feature_dim: 4,
+            hidden: 16,
+            id_buckets: 10,
+            id_dim: 3,
+            dropout: 0.0,
+            init_std: 0.5,
+            item_features: vec![("a".into(), 3), ("b".into(), 5)],
+            user_features: vec![("age".into(), 4)],
+            history: HistoryPool::Recency,
+        };
+        dev.seed(3);
+        let m = cfg.init(&dev);
+        let codes =
+            Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 3, 2, 7, 1, 4], [3, 2]), &dev);
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 9, 4], [3]), &dev);
+        let keep = Tensor::<2>::from_data(TensorData::new(vec![1f32, 0.0, 1.0], [3, 1]), &dev);
+        let items = m.item_embed(codes, ids, keep);
+        for n in norms(items.clone()) {
+            assert!((n - 1.0).abs() < 1e-5, "item norm {n}");
+        }
+        // Two customers, one with two purchases pooled, one without history.
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2, 0, 0], [4]), &dev);
+        let w =
+            Tensor::<2>::from_data(TensorData::new(vec![0.25f32, 0.75, 0.0, 0.0], [2, 2]), &dev);
+        let pooled = TwoTower::pool(items, idx, w);
+        let ucodes = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 3], [2, 1]), &dev);
+        let users = m.user_embed(Some(ucodes), Some(pooled));
+        for n in norms(users) {
+            assert!((n - 1.0).abs() < 1e-5, "user norm {n}");
+        }
+    }
+}

@@ -117,7 +117,8 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
     }
 }
 
-pub(crate) fn optimizer(exp: &Experiment) -> ModuleOptimizer {
+/// The configured optimizer.
+pub fn optimizer(exp: &Experiment) -> ModuleOptimizer {
     let o = &exp.optim;
     let clip = (o.clip_norm > 0.0).then_some(GradientClippingConfig::Norm(o.clip_norm as f32));
     match o.kind {

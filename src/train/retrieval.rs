@@ -597,3 +597,34 @@ that each source proposes.\n\n| source | {} |\n|---|{}\n",
         self.ds.meta.has_price
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::TimeUnit;
+    use crate::split::tests::toy;
+
+    #[test]
+    fn periods_mark_cold_and_sold_out_items_and_serve_as_of_the_start() {
+        // Items 1 and 2 sell in the history (item 1 long ago), item 3 only
+        // in the target period, item 4 never (it exists in the catalogue).
+        let ds = toy(
+            &[1, 2, 1, 2, 3],
+            &[1, 2, 2, 3, 4],
+            &[1, 9, 10, 12, 2],
+            TimeUnit::Day,
+        );
+        let history = vec![0, 1, 2];
+        let p = Period::new(&ds, SplitKind::LastWeek, history.clone(), &[3], 5);
+        assert_eq!(p.cold, vec![true, false, false, true, true]);
+        // Item 1 last sold on day 1, more than 5 days before day 10.
+        assert_eq!(p.available, vec![true, false, true, true, true]);
+        assert_eq!(p.states, vec![(2, 12)]);
+        assert_eq!(p.cold_pairs(), 1);
+        let lists = vec![vec![2, 3]];
+        assert_eq!(p.cold_recall(&lists, &[1, 2]), vec![(1, 0.0), (2, 1.0)]);
+        // Without a stale rule everything is available.
+        let p = Period::new(&ds, SplitKind::LastWeek, history, &[3], 0);
+        assert!(p.available.iter().all(|&a| a));
+    }
+}

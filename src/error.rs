@@ -48,6 +48,10 @@ pub enum Error {
     /// message says what was kept.
     #[error("training stopped: {0}")]
     Training(String),
+    /// From the inference crate: a bundle that does not check out, a shape
+    /// mismatch in serving.
+    #[error(transparent)]
+    Infer(#[from] recforge_infer::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -12,6 +12,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod export;
 pub mod features;
 pub mod fsutil;
 pub mod ingest;
@@ -21,8 +22,10 @@ pub mod report;
 pub mod resources;
 pub mod rng;
 pub mod seq;
+pub mod serve;
 pub mod split;
 pub mod submission;
+pub mod submit;
 pub mod synth;
 pub mod train;
 

@@ -69,8 +69,34 @@ enum Cmd {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
-    /// Train the sequential ranker from an experiment file (or continue a run).
+    /// Train the model an experiment file names (or continue a run).
     Train(TrainArgs),
+    /// Export a run's selected model as a bundle for the inference crate
+    /// (model.safetensors + manifest.json; format in models/README.md).
+    Export {
+        /// The run directory (runs/NAME).
+        run_dir: PathBuf,
+        /// The bundle directory to write (e.g. models/NAME); replaced atomically.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a Kaggle submission from a bundle for every customer of the data.
+    Submit {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Raw H&M files (customers.csv, articles.csv, transactions_train.csv)
+        /// or a prepared cache.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Withhold articles with no sale in this many days (but some before) as sold out.
+        #[arg(long, default_value_t = 0)]
+        stale_days: u32,
+        /// Customers per parallel chunk.
+        #[arg(long, default_value_t = 8192)]
+        chunk: usize,
+    },
     /// Benchmarks that write a results table.
     Bench {
         #[command(subcommand)]
@@ -325,6 +351,36 @@ fn run(cli: Cli) -> Result<()> {
             seed,
         } => quickstart(&dir, customers, articles, days, seed),
         Cmd::Train(a) => train_cmd(a),
+        Cmd::Export { run_dir, out } => {
+            let e = recforge::export::export(&run_dir, &out)?;
+            println!(
+                "exported {:?} model: {} tensors, {} bytes of weights (sha256 {}) to {}",
+                e.kind,
+                e.tensors,
+                e.bytes,
+                e.sha256,
+                e.dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Submit {
+            bundle,
+            data,
+            out,
+            stale_days,
+            chunk,
+        } => {
+            let opt = recforge::submit::SubmitOptions {
+                bundle,
+                data,
+                out,
+                stale_days,
+                chunk,
+            };
+            let r = recforge::submit::submit(&opt)?;
+            println!("{}", recforge::submit::summary(&r, &opt.out));
+            Ok(())
+        }
         Cmd::Bench { what } => bench::run(what),
     }
 }

@@ -20,6 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::experiment::ModelConfig;
 use crate::features::ItemFeature;
 
+/// Epsilon of the LayerNorm after embedding + position (as SASRec's 1e-12).
+pub const EMBED_NORM_EPS: f64 = 1e-12;
+/// Epsilon of the encoder's and the final LayerNorms (burn's default).
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
 /// Everything needed to rebuild the network's shapes (saved with checkpoints
 /// and, later, export manifests).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,7 +84,7 @@ impl SasRecConfig {
             codes,
             position: emb(self.max_len),
             norm: LayerNormConfig::new(self.d_model)
-                .with_epsilon(1e-12)
+                .with_epsilon(EMBED_NORM_EPS)
                 .init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             encoder: TransformerEncoderConfig::new(
@@ -90,11 +95,14 @@ impl SasRecConfig {
             )
             .with_dropout(self.dropout)
             .with_norm_first(self.norm_first)
+            .with_layer_norm_eps(LAYER_NORM_EPS)
             .with_initializer(normal)
             .init(device),
-            final_norm: self
-                .norm_first
-                .then(|| LayerNormConfig::new(self.d_model).init(device)),
+            final_norm: self.norm_first.then(|| {
+                LayerNormConfig::new(self.d_model)
+                    .with_epsilon(LAYER_NORM_EPS)
+                    .init(device)
+            }),
         }
     }
 }

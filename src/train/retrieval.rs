@@ -17,7 +17,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{Accumulator, Targets};
 use crate::experiment::{Experiment, HistoryPool};
-use crate::features::item_features;
+use crate::features::{ItemFeature, item_features};
 use crate::model::{TwoTower, TwoTowerConfig};
 use crate::report::Row;
 use crate::rng::Rng;
@@ -157,6 +157,7 @@ pub struct Retrieval {
     valid: Period,
     test: Period,
     config: TwoTowerConfig,
+    feats: Vec<ItemFeature>,
 }
 
 impl Retrieval {
@@ -238,7 +239,45 @@ impl Retrieval {
             valid,
             test,
             config,
+            feats,
         })
+    }
+
+    pub fn experiment(&self) -> &Experiment {
+        &self.exp
+    }
+    pub fn dataset(&self) -> &Dataset {
+        &self.ds
+    }
+    pub fn item_features(&self) -> &[ItemFeature] {
+        &self.feats
+    }
+    pub fn item_inputs(&self) -> &ItemInputs {
+        &self.items
+    }
+    pub fn user_inputs(&self) -> &UserInputs {
+        &self.users
+    }
+    pub fn config(&self) -> &TwoTowerConfig {
+        &self.config
+    }
+
+    /// The test period's customer states and their vectors `[n, d]`, as
+    /// evaluation computes them (for parity checks of exported models).
+    pub fn test_user_vectors(
+        &self,
+        model: &TwoTower,
+        device: &Device,
+    ) -> (Vec<(u32, i64)>, Vec<f32>) {
+        let table = self.item_table(model, device);
+        let v = self.embed_users(
+            model,
+            &self.test.states,
+            &self.test.timeline,
+            &table,
+            device,
+        );
+        (self.test.states.clone(), to_vec(v))
     }
 
     fn user_codes(&self, b: &UserBatch, device: &Device) -> Option<Tensor<2, Int>> {

@@ -96,6 +96,26 @@ impl Sequential {
     }
 }
 
+impl Sequential {
+    pub fn experiment(&self) -> &Experiment {
+        &self.exp
+    }
+    pub fn dataset(&self) -> &Dataset {
+        &self.p.ds
+    }
+    pub fn item_features(&self) -> &[ItemFeature] {
+        &self.p.feats
+    }
+    pub fn config(&self) -> SasRecConfig {
+        SasRecConfig::new(
+            &self.exp.model,
+            self.p.ds.items.len(),
+            self.exp.data.max_len,
+            &self.p.feats,
+        )
+    }
+}
+
 impl Task for Sequential {
     type Model = SasRec;
     const UNIT: &'static str = "sequences";

@@ -6,22 +6,15 @@
 //! table: feature f's codes are offset by the vocabulary sizes of the
 //! features before it, so a batch is one lookup, not one per feature.
 
+use recforge_infer::bundle::{UserFeature, UserFeatureSpec};
+
 use crate::baseline::{AGE_BUCKETS, age_bucket};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::experiment::{HistoryPool, TowerConfig};
 use crate::features::ItemFeature;
 
-/// FNV-1a, 64 bit: a hash that is the same on every platform and release,
-/// so exported models and serving code agree on buckets.
-pub fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use recforge_infer::bundle::fnv1a;
 
 /// Hashed id bucket of an article id.
 pub fn id_bucket(id: &str, buckets: usize) -> u32 {
@@ -131,6 +124,8 @@ impl ItemInputs {
 #[derive(Debug, Clone)]
 pub struct UserInputs {
     pub features: Vec<(String, usize)>,
+    /// How serving turns raw customer attributes into the same codes.
+    pub specs: Vec<UserFeature>,
     /// `codes[user * U + f]`, offset into the shared table.
     codes: Vec<i64>,
 }
@@ -156,6 +151,7 @@ impl UserInputs {
             }
         }
         let mut cols: Vec<(String, usize, Vec<u32>)> = Vec::new();
+        let mut specs = Vec::new();
         if cfg.user_features {
             if want("age_bucket") && ds.age.iter().any(|a| !a.is_nan()) {
                 // Bucket indices shifted by one so 0 stays "unknown".
@@ -171,6 +167,13 @@ impl UserInputs {
                     })
                     .collect();
                 cols.push(("age_bucket".into(), AGE_BUCKETS.len() + 2, codes));
+                specs.push(UserFeature {
+                    name: "age_bucket".into(),
+                    spec: UserFeatureSpec::AgeBucket {
+                        edges: AGE_BUCKETS.to_vec(),
+                        vocab: AGE_BUCKETS.len() + 2,
+                    },
+                });
             }
             for f in &ds.users.features {
                 if !want(&f.name) {
@@ -189,8 +192,22 @@ impl UserInputs {
                         })
                         .collect();
                     cols.push((f.name.clone(), cfg.hash_buckets + 1, codes));
+                    specs.push(UserFeature {
+                        name: f.name.clone(),
+                        spec: UserFeatureSpec::Hashed {
+                            buckets: cfg.hash_buckets,
+                        },
+                    });
                 } else {
                     cols.push((f.name.clone(), f.vocab.len().max(1), f.codes.clone()));
+                    let mut vocab = f.vocab.clone();
+                    if vocab.is_empty() {
+                        vocab.push(String::new());
+                    }
+                    specs.push(UserFeature {
+                        name: f.name.clone(),
+                        spec: UserFeatureSpec::Categorical { vocab },
+                    });
                 }
             }
         }
@@ -205,6 +222,7 @@ impl UserInputs {
         }
         Ok(UserInputs {
             features: cols.into_iter().map(|(n, v, _)| (n, v)).collect(),
+            specs,
             codes,
         })
     }

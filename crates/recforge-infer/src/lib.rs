@@ -1,12 +1,30 @@
-//! recforge-infer: serving-side computations of recforge models on the CPU.
+//! recforge-infer: serving recforge models on the CPU, without burn or polars.
 //!
-//! The trainer uses the same code for its evaluation, so what is measured in
-//! training is what is served.
+//! A trained model arrives as a bundle (`model.safetensors` +
+//! `manifest.json`, see `models/README.md`). [`Bundle::load`] checks it
+//! against its manifest; [`SasRecModel`] and [`TwoTowerModel`] run the
+//! forward passes with the same math as burn's layers; [`ItemPool`] holds
+//! the servable items and takes new, sold-out and removed articles while
+//! readers keep going; [`ItemIndex`] finds exact top-K lists.
+//!
+//! The trainer uses the same code for its retrieval evaluation, so what is
+//! measured in training is what is served.
 
+pub mod bundle;
+pub mod nn;
+pub mod pool;
 pub mod retrieve;
+pub mod sasrec;
 pub mod topk;
+pub mod towers;
 
+use std::path::PathBuf;
+
+pub use bundle::{Bundle, Manifest};
+pub use pool::{ItemPool, PoolSnapshot};
 pub use retrieve::ItemIndex;
+pub use sasrec::SasRecModel;
+pub use towers::TwoTowerModel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -18,6 +36,16 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bundle that does not match its manifest, or a manifest this
+    /// version cannot read.
+    #[error("bundle {}: {msg}", dir.display())]
+    Bundle { dir: PathBuf, msg: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

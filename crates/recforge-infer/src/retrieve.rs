@@ -78,6 +78,46 @@ impl ItemIndex {
         &self.available
     }
 
+    /// The vector of row `row`.
+    pub fn vector(&self, row: usize) -> &[f32] {
+        &self.vecs[row * self.dim..(row + 1) * self.dim]
+    }
+
+    /// Appends an available item.
+    pub fn push(&mut self, id: u32, vec: &[f32]) -> Result<()> {
+        if vec.len() != self.dim {
+            return Err(Error::Shape {
+                what: format!("the vector of item {id}"),
+                expected: self.dim,
+                got: vec.len(),
+            });
+        }
+        self.ids.push(id);
+        self.vecs.extend_from_slice(vec);
+        self.available.push(true);
+        Ok(())
+    }
+
+    /// Replaces row `row`'s vector.
+    pub fn set_vector(&mut self, row: usize, vec: &[f32]) -> Result<()> {
+        if vec.len() != self.dim {
+            return Err(Error::Shape {
+                what: format!("the vector of item {}", self.ids[row]),
+                expected: self.dim,
+                got: vec.len(),
+            });
+        }
+        self.vecs[row * self.dim..(row + 1) * self.dim].copy_from_slice(vec);
+        Ok(())
+    }
+
+    /// Removes row `row` (later rows move up by one).
+    pub fn remove_row(&mut self, row: usize) {
+        self.ids.remove(row);
+        self.available.remove(row);
+        self.vecs.drain(row * self.dim..(row + 1) * self.dim);
+    }
+
     /// The `k` best items for each query (`queries` holds rows of `dim`
     /// values), best first, as (item id, score). Ties go to the lower item
     /// id; NaN scores never rank. With `skip_unavailable`, items marked
@@ -88,6 +128,19 @@ impl ItemIndex {
         k: usize,
         skip_unavailable: bool,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
+        self.search_excluding(queries, k, skip_unavailable, &[])
+    }
+
+    /// As `search`, and never returning, for query q, the item ids in
+    /// `exclude[q]` (sorted; e.g. what the customer already bought). An
+    /// empty `exclude` excludes nothing.
+    pub fn search_excluding(
+        &self,
+        queries: &[f32],
+        k: usize,
+        skip_unavailable: bool,
+        exclude: &[&[u32]],
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
         if queries.len() % self.dim != 0 {
             return Err(Error::Shape {
                 what: format!("queries of dimension {}", self.dim),
@@ -96,16 +149,38 @@ impl ItemIndex {
             });
         }
         let n_q = queries.len() / self.dim;
+        if !exclude.is_empty() && exclude.len() != n_q {
+            return Err(Error::Shape {
+                what: "exclusion lists (one per query)".into(),
+                expected: n_q,
+                got: exclude.len(),
+            });
+        }
         let blocks: Vec<Vec<Vec<(u32, f32)>>> = queries
             .par_chunks(QUERY_BLOCK * self.dim)
-            .map(|block| self.search_block(block, k, skip_unavailable))
+            .enumerate()
+            .map(|(bi, block)| {
+                let ex = if exclude.is_empty() {
+                    &[][..]
+                } else {
+                    let start = bi * QUERY_BLOCK;
+                    &exclude[start..(start + QUERY_BLOCK).min(n_q)]
+                };
+                self.search_block(block, k, skip_unavailable, ex)
+            })
             .collect();
         let out: Vec<Vec<(u32, f32)>> = blocks.into_iter().flatten().collect();
         debug_assert_eq!(out.len(), n_q);
         Ok(out)
     }
 
-    fn search_block(&self, block: &[f32], k: usize, skip: bool) -> Vec<Vec<(u32, f32)>> {
+    fn search_block(
+        &self,
+        block: &[f32],
+        k: usize,
+        skip: bool,
+        exclude: &[&[u32]],
+    ) -> Vec<Vec<(u32, f32)>> {
         let d = self.dim;
         let rows = block.len() / d;
         let mut keep: Vec<Running> = (0..rows).map(|_| Running::new(k)).collect();
@@ -116,37 +191,18 @@ impl ItemIndex {
         for start in (0..self.ids.len()).step_by(ITEM_CHUNK) {
             let cols = ITEM_CHUNK.min(self.ids.len() - start);
             let items = &self.vecs[start * d..(start + cols) * d];
-            // scores[r][c] = <query r, item start + c>: the item rows read
-            // as a column-major d × cols matrix.
-            // SAFETY: the three buffers hold rows×d, cols×d and rows×cols
-            // values, matching the strides passed.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    cols,
-                    d,
-                    scores.as_mut_ptr(),
-                    1,
-                    cols as isize,
-                    false,
-                    block.as_ptr(),
-                    1,
-                    d as isize,
-                    items.as_ptr(),
-                    d as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // scores[r][c] = <query r, item start + c>.
+            crate::nn::matmul_t(block, items, &mut scores, rows, d, cols);
             for (r, run) in keep.iter_mut().enumerate() {
                 let row = &scores[r * cols..(r + 1) * cols];
+                let ex = exclude.get(r).copied().unwrap_or(&[]);
                 for (c, &s) in row.iter().enumerate() {
-                    if s >= run.threshold && !s.is_nan() && (!skip || self.available[start + c]) {
+                    // Cheap tests first: almost every score fails the threshold.
+                    if s >= run.threshold
+                        && !s.is_nan()
+                        && (!skip || self.available[start + c])
+                        && (ex.is_empty() || ex.binary_search(&self.ids[start + c]).is_err())
+                    {
                         run.push(self.ids[start + c], s);
                     }
                 }
@@ -260,6 +316,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn exclusions_are_per_query() {
+        let index = ItemIndex::new(1, vec![1, 2, 3], vec![3.0, 2.0, 1.0]).unwrap();
+        let got = index
+            .search_excluding(&[1.0, 1.0], 2, false, &[&[1], &[2, 3]])
+            .unwrap();
+        assert_eq!(got[0], vec![(2, 2.0), (3, 1.0)]);
+        assert_eq!(got[1], vec![(1, 3.0)]);
+        assert!(
+            index
+                .search_excluding(&[1.0], 2, false, &[&[], &[]])
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,0 +1,187 @@
+//! The layers the exported models use, with burn's math: `Linear` keeps
+//! its weight `[d_in, d_out]` (y = x W + b), LayerNorm uses the biased
+//! variance, GELU is the exact (erf) one, attention writes a fixed value
+//! over masked scores before the softmax.
+//!
+//! Activations are row-major `[rows, width]` slices.
+
+use crate::Result;
+use crate::bundle::Bundle;
+
+/// y = x W + b with W `[d_in, d_out]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub d_in: usize,
+    pub d_out: usize,
+    w: Vec<f32>,
+    b: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn load(bundle: &Bundle, prefix: &str, d_in: usize, d_out: usize) -> Result<Self> {
+        let w = bundle.tensor(&format!("{prefix}.weight"), &[d_in, d_out])?;
+        let bname = format!("{prefix}.bias");
+        let b = if bundle.has(&bname) {
+            Some(bundle.tensor(&bname, &[d_out])?)
+        } else {
+            None
+        };
+        Ok(Linear { d_in, d_out, w, b })
+    }
+
+    /// `x` `[rows, d_in]` → `[rows, d_out]`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let rows = x.len() / self.d_in;
+        let mut out = vec![0f32; rows * self.d_out];
+        matmul(x, &self.w, &mut out, rows, self.d_in, self.d_out);
+        if let Some(b) = &self.b {
+            for row in out.chunks_mut(self.d_out) {
+                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            }
+        }
+        out
+    }
+}
+
+/// `out[m, n] = a[m, k] · b[k, n]`, all row-major.
+pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    product(a, b, out, m, k, n, n as isize, 1);
+}
+
+/// `out[m, n] = a[m, k] · b[n, k]ᵀ` (b's rows are the columns).
+pub fn matmul_t(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    product(a, b, out, m, k, n, 1, k as isize);
+}
+
+/// The one call into `gemm`: `b`'s element (row r, column c) sits at
+/// `r * b_rs + c * b_cs`.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    b_rs: isize,
+    b_cs: isize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+    // SAFETY: the asserts above bound every index the strides reach.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(bundle: &Bundle, prefix: &str, d: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            gamma: bundle.tensor(&format!("{prefix}.gamma"), &[d])?,
+            beta: bundle.tensor(&format!("{prefix}.beta"), &[d])?,
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalises each row of `x` in place.
+    pub fn forward(&self, x: &mut [f32]) {
+        let d = self.gamma.len();
+        for row in x.chunks_mut(d) {
+            let mean = row.iter().sum::<f32>() / d as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let denom = (var + self.eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
+                *v = (*v - mean) / denom * g + b;
+            }
+        }
+    }
+}
+
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+pub fn relu(x: f32) -> f32 {
+    x.max(0.0)
+}
+
+/// Scales each row of `x` (width `d`) to unit L2 norm, as the towers do.
+pub fn l2_normalize(x: &mut [f32], d: usize) {
+    for row in x.chunks_mut(d) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+}
+
+/// In-place softmax of a row.
+pub fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    row.iter_mut().for_each(|v| *v /= sum);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmuls_agree_with_loops() {
+        let (m, k, n) = (3, 4, 5);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.1 - 0.5).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mut out = vec![0f32; m * n];
+        matmul(&a, &b, &mut out, m, k, n);
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut out_t = vec![0f32; m * n];
+        matmul_t(&a, &bt, &mut out_t, m, k, n);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|x| a[i * k + x] * b[x * n + j]).sum();
+                assert!((out[i * n + j] - want).abs() < 1e-5);
+                assert!((out_t[i * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn activations() {
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert_eq!(relu(-2.0), 0.0);
+        let mut r = [1.0, 2.0, 3.0];
+        softmax(&mut r);
+        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6 && r[2] > r[1]);
+    }
+}

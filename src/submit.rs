@@ -1,0 +1,178 @@
+//! `recforge submit`: a Kaggle submission from an exported bundle, for
+//! every customer of the data, on all cores, streamed to disk in customer
+//! order and checked by the format checker at the end.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::baseline::{self, Fitted, Kind};
+use crate::error::{Error, Result};
+use crate::fsutil::AtomicFile;
+use crate::serve::{Histories, Server, load_data};
+use crate::submission::{self, K};
+
+#[derive(Debug, Clone)]
+pub struct SubmitOptions {
+    pub bundle: PathBuf,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    /// Articles that sold before but not in the last this many days are
+    /// withheld as sold out (0 = all available).
+    pub stale_days: u32,
+    /// Customers per parallel chunk.
+    pub chunk: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmitReport {
+    pub customers: usize,
+    pub cold_start: usize,
+    pub new_articles: usize,
+    pub unavailable: usize,
+    pub seconds: f64,
+    pub check: submission::CheckReport,
+}
+
+pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
+    let t0 = Instant::now();
+    let ds = load_data(&opt.data)?;
+    if ds.meta.source != crate::data::Source::Hm {
+        return Err(Error::Config(format!(
+            "{}: submissions are written for H&M-format data only",
+            opt.data.display()
+        )));
+    }
+    let server = Server::new(&opt.bundle, &ds)?;
+    let hist = Histories::build(&ds);
+    let rows = crate::split::time_order(&ds);
+    let end = rows.last().map(|&r| ds.day(r)).unwrap_or(0);
+    let serve_day = end + 1;
+    let unavailable = mark_stale(&server, &ds, &rows, end, opt.stale_days)?;
+    let snap = server.pool.snapshot();
+    // Customers without history: time-decayed popularity of the data
+    // itself (fresher than the bundle's list), among servable articles.
+    let fitted = Fitted::fit(&ds, &rows, baseline::Params::default());
+    let mut pop = Vec::new();
+    fitted.recommend(Kind::DecayedPopular, 0, 10 * K, &mut pop);
+    let cold: Vec<u32> = pop
+        .into_iter()
+        .filter(|&i| {
+            let p = server.item_of[i as usize];
+            snap.index
+                .ids()
+                .iter()
+                .position(|&x| x == p)
+                .is_some_and(|row| snap.index.available()[row])
+        })
+        .take(K)
+        .collect();
+    if cold.len() < K {
+        return Err(Error::Config(format!(
+            "fewer than {K} servable articles for the cold-start list"
+        )));
+    }
+    let mut f = AtomicFile::create(&opt.out)?;
+    f.write_all(b"customer_id,prediction\n")?;
+    let users: Vec<u32> = (1..ds.users.len() as u32).collect();
+    let d = server.d_model();
+    let mut cold_n = 0;
+    for chunk in users.chunks(opt.chunk.max(1)) {
+        let queries: Vec<Option<Vec<f32>>> = chunk
+            .par_iter()
+            .map(|&u| server.query(&ds, &hist, u, serve_day))
+            .collect::<Result<_>>()?;
+        let warm: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
+        let found = snap.recommend(&warm, K, &[])?;
+        let mut found = found.into_iter();
+        let mut text = String::with_capacity(chunk.len() * (65 + 11 * K));
+        for (&u, q) in chunk.iter().zip(&queries) {
+            text.push_str(&ds.users.ids[u as usize]);
+            text.push(',');
+            let list: Vec<u32> = match q {
+                Some(_) => found
+                    .next()
+                    .expect("one list per query")
+                    .into_iter()
+                    .map(|(p, _)| server.data_item[p as usize])
+                    .collect(),
+                None => {
+                    cold_n += 1;
+                    cold.clone()
+                }
+            };
+            if list.len() < K {
+                return Err(Error::Config(format!(
+                    "only {} servable articles for customer {}",
+                    list.len(),
+                    ds.users.ids[u as usize]
+                )));
+            }
+            for (j, &i) in list.iter().enumerate() {
+                if j > 0 {
+                    text.push(' ');
+                }
+                text.push_str(&ds.items.ids[i as usize]);
+            }
+            text.push('\n');
+        }
+        debug_assert_eq!(warm.len() % d, 0);
+        f.write_all(text.as_bytes())?;
+    }
+    f.commit()?;
+    let check = submission::check(&ds, &opt.out)?;
+    Ok(SubmitReport {
+        customers: users.len(),
+        cold_start: cold_n,
+        new_articles: server.new_articles,
+        unavailable,
+        seconds: t0.elapsed().as_secs_f64(),
+        check,
+    })
+}
+
+/// Marks articles with no sale in the last `days` days (but some before)
+/// sold out; returns how many.
+fn mark_stale(
+    server: &Server,
+    ds: &crate::data::Dataset,
+    rows: &[usize],
+    end: i64,
+    days: u32,
+) -> Result<usize> {
+    if days == 0 {
+        return Ok(0);
+    }
+    let mut last = vec![i64::MIN; ds.items.len()];
+    for &r in rows {
+        let i = ds.inter.item[r] as usize;
+        last[i] = last[i].max(ds.day(r));
+    }
+    let stale: Vec<&str> = (1..ds.items.len())
+        .filter(|&i| last[i] != i64::MIN && last[i] <= end - i64::from(days))
+        .map(|i| ds.items.ids[i].as_str())
+        .collect();
+    server.pool.update(|s| {
+        for a in &stale {
+            s.set_available(a, false)?;
+        }
+        Ok(())
+    })?;
+    Ok(stale.len())
+}
+
+/// For the CLI: a one-line summary.
+pub fn summary(r: &SubmitReport, out: &Path) -> String {
+    format!(
+        "wrote {} ({} customers, {} served the cold-start list, {} new articles embedded from attributes, {} withheld as sold out) in {:.1}s; check: {:?}",
+        out.display(),
+        r.customers,
+        r.cold_start,
+        r.new_articles,
+        r.unavailable,
+        r.seconds,
+        r.check
+    )
+}

@@ -1,0 +1,446 @@
+//! Exported bundles served by the burn-free inference crate: scores and
+//! top-12 lists equal burn's (flex), for trained and random-init models of
+//! both kinds; damaged bundles are refused with clear errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use recforge::experiment::Experiment;
+use recforge::serve::{Histories, Model, Server};
+use recforge::topk::top_k;
+use recforge::train::checkpoint::{self, TrainState};
+use recforge::train::retrieval::Retrieval;
+use recforge::train::sequential::Sequential;
+use recforge::train::{Task, TrainOptions, train};
+
+/// burn's RNG is process-global: model builds and trainings take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn data(dir: &Path) -> PathBuf {
+    let raw = common::small_hm(dir, 21);
+    let cache = dir.join("cache");
+    recforge::pipeline::prepare(&raw, &cache, recforge::ingest::Format::Auto).unwrap();
+    cache
+}
+
+fn sasrec(cache: &Path, norm_first: bool) -> Experiment {
+    Experiment::parse(
+        &format!(
+            r#"
+name = "tiny_sasrec"
+seed = 4
+device = "flex"
+[data]
+cache = "{}"
+split = "last-week"
+max_len = 10
+[model]
+d_model = 16
+n_heads = 2
+n_layers = 2
+d_ff = 32
+dropout = 0.1
+norm_first = {norm_first}
+[train]
+batch_size = 128
+epochs = 1
+[eval]
+ks = [12]
+metric = "map@12"
+"#,
+            cache.display()
+        ),
+        &[],
+    )
+    .unwrap()
+}
+
+fn two_tower(cache: &Path) -> Experiment {
+    Experiment::parse(
+        &format!(
+            r#"
+name = "tiny_tt"
+seed = 4
+device = "flex"
+[data]
+cache = "{}"
+split = "last-week"
+[model]
+kind = "two-tower"
+d_model = 16
+dropout = 0.1
+init_std = 0.1
+[tower]
+feature_dim = 8
+hidden = 32
+id_buckets = 512
+id_dim = 8
+history_len = 6
+[loss]
+kind = "in-batch"
+mixed_negatives = 16
+[train]
+batch_size = 256
+epochs = 1
+[eval]
+ks = [12]
+metric = "recall@12"
+"#,
+            cache.display()
+        ),
+        &[],
+    )
+    .unwrap()
+}
+
+/// A run directory holding the untrained model as its selected one.
+fn random_init_run<T: Task>(exp: &Experiment, task: &T, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.toml"), exp.to_toml()).unwrap();
+    let model = task.build(&Device::flex());
+    checkpoint::save_best(&dir.join("best"), &model, &TrainState::default()).unwrap();
+}
+
+fn trained_run(exp: &Experiment, dir: &Path) {
+    train(
+        exp,
+        &TrainOptions {
+            run_dir: dir.to_path_buf(),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+}
+
+fn worst(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn top12(scores: &[f32]) -> Vec<u32> {
+    let mut out = Vec::new();
+    top_k(scores, 1, 12, &[], &mut out);
+    out
+}
+
+/// SASRec: next-item scores of 40 customers' histories, burn vs bundle.
+fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
+    let task = Sequential::prepare(exp).unwrap();
+    let dev = Device::flex();
+    let model = checkpoint::load_model(&run.join("best"), task.build(&dev)).unwrap();
+    recforge::export::export(run, bundle).unwrap();
+    let ds = task.dataset();
+    let server = Server::new(bundle, ds).unwrap();
+    let Model::SasRec(infer) = &server.model else {
+        panic!("a SASRec bundle")
+    };
+    let hist = Histories::build(ds);
+    let users: Vec<u32> = (1..ds.users.len() as u32)
+        .filter(|&u| !hist.of(u).0.is_empty())
+        .take(40)
+        .collect();
+    let n = ds.items.len();
+    let d = infer.d_model();
+    let mut worst_diff = 0f32;
+    for &u in &users {
+        let h = hist.of(u).0;
+        let (len, inputs) = recforge::seq::history_batch(&[h], exp.data.max_len);
+        let inputs = Tensor::<2, Int>::from_data(TensorData::new(inputs, [1, len]), &dev);
+        let want: Vec<f32> = model
+            .score_next(inputs)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let q = infer.encode(h).unwrap();
+        let table = infer.item_table();
+        let got: Vec<f32> = (1..n)
+            .map(|i| {
+                table[i * d..(i + 1) * d]
+                    .iter()
+                    .zip(&q)
+                    .map(|(a, b)| a * b)
+                    .sum()
+            })
+            .collect();
+        worst_diff = worst_diff.max(worst(&want, &got));
+        assert_eq!(top12(&want), top12(&got), "customer {u}");
+        // The served list (pool search) is the same top 12.
+        let served: Vec<u32> = server.pool.snapshot().recommend(&q, 12, &[]).unwrap()[0]
+            .iter()
+            .map(|x| x.0)
+            .collect();
+        assert_eq!(served, top12(&want));
+    }
+    eprintln!(
+        "SASRec parity: worst score difference {worst_diff:.2e} over {} customers",
+        users.len()
+    );
+    assert!(worst_diff <= 1e-4, "SASRec scores differ by {worst_diff}");
+}
+
+/// Two towers: every item vector and the test customers' vectors.
+fn tower_parity(exp: &Experiment, run: &Path, bundle: &Path) {
+    let task = Retrieval::prepare(exp).unwrap();
+    let dev = Device::flex();
+    let model = checkpoint::load_model(&run.join("best"), task.build(&dev)).unwrap();
+    recforge::export::export(run, bundle).unwrap();
+    let ds = task.dataset();
+    let server = Server::new(bundle, ds).unwrap();
+    let d = server.d_model();
+    let items: Vec<f32> = task
+        .item_table(&model, &dev)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let n = ds.items.len();
+    let served: Vec<f32> = (1..n as u32)
+        .flat_map(|p| server.item_vector(p).to_vec())
+        .collect();
+    let item_diff = worst(&items[d..], &served);
+    assert!(item_diff <= 1e-4, "item vectors differ by {item_diff}");
+    let hist = Histories::build(ds);
+    let (states, users) = task.test_user_vectors(&model, &dev);
+    let mut user_diff = 0f32;
+    for (r, &(u, day)) in states.iter().enumerate().take(60) {
+        let want = &users[r * d..(r + 1) * d];
+        let got = server.query(ds, &hist, u, day).unwrap();
+        match got {
+            Some(got) => {
+                user_diff = user_diff.max(worst(want, &got));
+                let score = |v: &[f32]| -> Vec<f32> {
+                    (1..n)
+                        .map(|i| {
+                            items[i * d..(i + 1) * d]
+                                .iter()
+                                .zip(v)
+                                .map(|(a, b)| a * b)
+                                .sum()
+                        })
+                        .collect()
+                };
+                assert_eq!(top12(&score(want)), top12(&score(&got)), "customer {u}");
+            }
+            // Served customers without history get the cold-start list.
+            None => assert!(hist.of(u).1.iter().all(|&x| x >= day)),
+        }
+    }
+    eprintln!("two-tower parity: worst item {item_diff:.2e}, customer {user_diff:.2e}");
+    assert!(user_diff <= 1e-4, "customer vectors differ by {user_diff}");
+}
+
+#[test]
+fn bundles_serve_the_same_scores_and_lists_as_burn() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = data(dir.path());
+    for norm_first in [false, true] {
+        let exp = sasrec(&cache, norm_first);
+        let run = dir.path().join(format!("sasrec-trained-{norm_first}"));
+        trained_run(&exp, &run);
+        sasrec_parity(
+            &exp,
+            &run,
+            &dir.path().join(format!("b-sasrec-{norm_first}")),
+        );
+    }
+    let exp = sasrec(&cache, false);
+    let run = dir.path().join("sasrec-random");
+    random_init_run(&exp, &Sequential::prepare(&exp).unwrap(), &run);
+    sasrec_parity(&exp, &run, &dir.path().join("b-sasrec-random"));
+
+    let exp = two_tower(&cache);
+    let run = dir.path().join("tt-trained");
+    trained_run(&exp, &run);
+    tower_parity(&exp, &run, &dir.path().join("b-tt"));
+    let run = dir.path().join("tt-random");
+    random_init_run(&exp, &Retrieval::prepare(&exp).unwrap(), &run);
+    tower_parity(&exp, &run, &dir.path().join("b-tt-random"));
+}
+
+#[test]
+fn damaged_bundles_are_refused_with_clear_errors() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = data(dir.path());
+    let exp = sasrec(&cache, false);
+    let run = dir.path().join("run");
+    random_init_run(&exp, &Sequential::prepare(&exp).unwrap(), &run);
+    let good = dir.path().join("good");
+    recforge::export::export(&run, &good).unwrap();
+    let load = |b: &Path| -> String {
+        match recforge_infer::Bundle::load(b)
+            .and_then(|b| recforge_infer::SasRecModel::from_bundle(&b).map(|_| ()))
+        {
+            Ok(()) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    };
+    assert_eq!(load(&good), "ok");
+    let copy = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["manifest.json", "model.safetensors"] {
+            std::fs::copy(good.join(f), d.join(f)).unwrap();
+        }
+        d
+    };
+    let manifest = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).unwrap()).unwrap()
+    };
+    let save = |d: &Path, m: &serde_json::Value| {
+        std::fs::write(d.join("manifest.json"), serde_json::to_string(m).unwrap()).unwrap();
+    };
+    let resum = |d: &Path| {
+        let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+        let mut m = manifest(d);
+        m["sha256"] = recforge_infer::bundle::sha256_hex(&bytes).into();
+        save(d, &m);
+    };
+
+    // Truncated weights (checksum fixed up, so the parser must catch it).
+    let d = copy("truncated");
+    let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    resum(&d);
+    let e = load(&d);
+    assert!(e.contains("not a readable safetensors file"), "{e}");
+
+    // A flipped byte: the checksum no longer matches.
+    let d = copy("flipped");
+    let mut bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(d.join("model.safetensors"), &bytes).unwrap();
+    let e = load(&d);
+    assert!(
+        e.contains("SHA-256") && e.contains("changed or damaged"),
+        "{e}"
+    );
+
+    // A tensor the model needs is not listed.
+    let d = copy("missing");
+    let mut m = manifest(&d);
+    let tensors = m["tensors"].as_array_mut().unwrap();
+    tensors.retain(|t| t["name"] != "position.weight");
+    save(&d, &m);
+    let e = load(&d);
+    assert!(e.contains("position.weight"), "{e}");
+
+    // The manifest claims a shape the file does not have.
+    let d = copy("shape");
+    let mut m = manifest(&d);
+    for t in m["tensors"].as_array_mut().unwrap() {
+        if t["name"] == "item.weight" {
+            t["shape"][1] = 99.into();
+        }
+    }
+    save(&d, &m);
+    let e = load(&d);
+    assert!(e.contains("item.weight") && e.contains("shape"), "{e}");
+
+    // Hyperparameters that disagree with the tensors.
+    let d = copy("hyper");
+    let mut m = manifest(&d);
+    m["sasrec"]["d_ff"] = 64.into();
+    save(&d, &m);
+    let e = load(&d);
+    assert!(e.contains("linear_inner.weight"), "{e}");
+
+    // A newer format.
+    let d = copy("version");
+    let mut m = manifest(&d);
+    m["format_version"] = 99.into();
+    save(&d, &m);
+    let e = load(&d);
+    assert!(e.contains("version 99"), "{e}");
+
+    // Nothing there at all.
+    let e = load(&dir.path().join("nope"));
+    assert!(e.contains("manifest.json"), "{e}");
+}
+
+#[test]
+fn new_articles_are_served_sold_out_ones_never_and_submit_writes_a_checked_file() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = data(dir.path());
+    let exp = two_tower(&cache);
+    let run = dir.path().join("run");
+    trained_run(&exp, &run);
+    let bundle = dir.path().join("bundle");
+    recforge::export::export(&run, &bundle).unwrap();
+
+    // The catalogue grows by one article the model never saw: a new colour
+    // of article 1, described by its attributes only.
+    let mut ds = recforge::cache::read(&cache).unwrap();
+    ds.items.ids.push("0999999001".into());
+    for f in &mut ds.items.features {
+        let c = f.codes[1];
+        f.codes.push(c);
+    }
+    let server = Server::new(&bundle, &ds).unwrap();
+    assert_eq!(server.new_articles, 1);
+    let new_pool_id = server.item_of[ds.items.len() - 1];
+    let v = server.item_vector(new_pool_id).to_vec();
+    let top: Vec<u32> = server.pool.snapshot().recommend(&v, 12, &[]).unwrap()[0]
+        .iter()
+        .map(|x| x.0)
+        .collect();
+    assert!(top.contains(&new_pool_id), "the new article is retrievable");
+    server.pool.set_available("0999999001", false).unwrap();
+    let s = server.pool.snapshot();
+    let top = s.recommend(&v, 50, &[]).unwrap();
+    assert!(
+        top[0].iter().all(|x| x.0 != new_pool_id),
+        "sold out, never served"
+    );
+
+    // The submission command, on the raw files.
+    let out = dir.path().join("submission.csv");
+    let (ok, stdout, stderr) = common::recforge(&[
+        "submit",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--data",
+        dir.path().join("raw").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--stale-days",
+        "28",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("customers"), "{stdout}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "customer_id,prediction");
+    assert_eq!(lines.len(), 3_000 + 1);
+    for l in &lines[1..] {
+        let ids: Vec<&str> = l.split(',').nth(1).unwrap().split(' ').collect();
+        assert_eq!(ids.len(), 12);
+        assert!(
+            ids.iter()
+                .all(|a| a.len() == 10 && a.bytes().all(|b| b.is_ascii_digit()))
+        );
+    }
+    // A bundle that is not there is a clear error, and nothing is written.
+    let missing = dir.path().join("other.csv");
+    let (ok, _, stderr) = common::recforge(&[
+        "submit",
+        "--bundle",
+        dir.path().join("nope").to_str().unwrap(),
+        "--data",
+        cache.to_str().unwrap(),
+        "--out",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("manifest.json"), "{stderr}");
+    assert!(!missing.exists());
+}

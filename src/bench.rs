@@ -62,6 +62,27 @@ pub enum BenchCmd {
         #[arg(long, default_value = "benches/results/retrieval.md")]
         out: PathBuf,
     },
+    /// Serving: the inference crate against burn-flex inference of the same
+    /// SASRec bundle (single-customer latency, batch throughput).
+    Serve {
+        #[arg(long, default_value_t = 105_542)]
+        items: usize,
+        /// History length of every customer.
+        #[arg(long, default_value_t = 50)]
+        len: usize,
+        /// Customers timed one by one.
+        #[arg(long, default_value_t = 400)]
+        latency: usize,
+        /// Customers of the batch run.
+        #[arg(long, default_value_t = 16_384)]
+        batch: usize,
+        /// Take the batch's history lengths from this prepared cache
+        /// (otherwise every history is `--len` long).
+        #[arg(long)]
+        lengths_from: Option<PathBuf>,
+        #[arg(long, default_value = "benches/results/serve.md")]
+        out: PathBuf,
+    },
 }
 
 fn timed(args: &[&str]) -> Result<(f64, f64, String)> {
@@ -108,6 +129,14 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             k,
             out,
         } => crate::bench_retrieval::run(&config, steps, items, customers, k, &out),
+        BenchCmd::Serve {
+            items,
+            len,
+            latency,
+            batch,
+            lengths_from,
+            out,
+        } => crate::bench_serve::run(items, len, latency, batch, lengths_from.as_deref(), &out),
     }
 }
 

@@ -60,40 +60,19 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<Exported> {
         .map(|v| serde_json::to_value(v).expect("metrics serialise"))
         .unwrap_or(serde_json::Value::Null);
     let dev = Device::flex();
-    let tmp = AtomicDir::create(out)?;
-    let wpath = tmp.path().join(bundle::WEIGHTS);
-    let save = |m: &dyn Fn(&mut SafetensorsStore) -> std::result::Result<(), String>| {
-        let mut store = SafetensorsStore::from_file(wpath.clone()).overwrite(true);
-        m(&mut store)
-            .map_err(|e| Error::invalid(&wpath, format!("could not write the weights: {e}")))
-    };
-    let parts = match exp.model.kind {
+    match exp.model.kind {
         crate::experiment::ModelKind::Sasrec => {
             let task = Sequential::prepare(&exp)?;
             let model = checkpoint::load_model(&best, task.build(&dev))?;
-            save(&|s| model.valid().save_into(s).map_err(|e| e.to_string()))?;
             let c = task.config();
-            let spec = SasRecSpec {
-                n_items: c.n_items,
-                max_len: c.max_len,
-                d_model: c.d_model,
-                n_heads: c.n_heads,
-                n_layers: c.n_layers,
-                d_ff: c.d_ff,
-                norm_first: c.norm_first,
-                embed_norm_eps: crate::model::sasrec::EMBED_NORM_EPS,
-                layer_norm_eps: crate::model::sasrec::LAYER_NORM_EPS,
-                activation: "gelu".into(),
-                attention_mask_value: -1.0e4,
-            };
+            let spec = sasrec_spec(&c);
             let mut parts = Parts::new(ModelKind::Sasrec, task.dataset(), task.item_features());
             parts.sasrec = Some(spec);
-            parts
+            write_bundle(&model, &exp, parts, validation, out)
         }
         crate::experiment::ModelKind::TwoTower => {
             let task = Retrieval::prepare(&exp)?;
             let model = checkpoint::load_model(&best, task.build(&dev))?;
-            save(&|s| model.valid().save_into(s).map_err(|e| e.to_string()))?;
             let c = task.config();
             let mut hidden: Vec<String> = vec!["price_bucket".into()];
             hidden.extend(exp.tower.id_features.iter().cloned());
@@ -116,9 +95,26 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<Exported> {
             });
             parts.items.known = task.item_inputs().known.clone();
             parts.users = task.user_inputs().specs.clone();
-            parts
+            write_bundle(&model, &exp, parts, validation, out)
         }
-    };
+    }
+}
+
+/// Writes `model` and its manifest as the bundle `out` (atomically).
+pub fn write_bundle<M: Module>(
+    model: &M,
+    exp: &Experiment,
+    parts: Parts,
+    validation: serde_json::Value,
+    out: &Path,
+) -> Result<Exported> {
+    let tmp = AtomicDir::create(out)?;
+    let wpath = tmp.path().join(bundle::WEIGHTS);
+    let mut store = SafetensorsStore::from_file(wpath.clone()).overwrite(true);
+    model
+        .valid()
+        .save_into(&mut store)
+        .map_err(|e| Error::invalid(&wpath, format!("could not write the weights: {e}")))?;
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
     let sha256 = bundle::sha256_hex(&bytes);
     let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -165,19 +161,36 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<Exported> {
     })
 }
 
+/// The manifest's description of a SASRec network.
+pub fn sasrec_spec(c: &crate::model::SasRecConfig) -> SasRecSpec {
+    SasRecSpec {
+        n_items: c.n_items,
+        max_len: c.max_len,
+        d_model: c.d_model,
+        n_heads: c.n_heads,
+        n_layers: c.n_layers,
+        d_ff: c.d_ff,
+        norm_first: c.norm_first,
+        embed_norm_eps: crate::model::sasrec::EMBED_NORM_EPS,
+        layer_norm_eps: crate::model::sasrec::LAYER_NORM_EPS,
+        activation: "gelu".into(),
+        attention_mask_value: -1.0e4,
+    }
+}
+
 /// The manifest's model-specific and catalogue parts.
-struct Parts {
-    kind: ModelKind,
-    sasrec: Option<SasRecSpec>,
-    two_tower: Option<TwoTowerSpec>,
-    items: Items,
-    users: Vec<UserFeature>,
-    cold_start: Vec<String>,
-    data_end_day: i64,
+pub struct Parts {
+    pub kind: ModelKind,
+    pub sasrec: Option<SasRecSpec>,
+    pub two_tower: Option<TwoTowerSpec>,
+    pub items: Items,
+    pub users: Vec<UserFeature>,
+    pub cold_start: Vec<String>,
+    pub data_end_day: i64,
 }
 
 impl Parts {
-    fn new(kind: ModelKind, ds: &Dataset, feats: &[ItemFeature]) -> Self {
+    pub fn new(kind: ModelKind, ds: &Dataset, feats: &[ItemFeature]) -> Self {
         // Customers without history get time-decayed popularity over
         // everything the data holds: the freshest list at export time.
         let rows = crate::split::time_order(ds);

@@ -15,6 +15,7 @@ use recforge::synth::{self, SynthConfig};
 
 mod bench;
 mod bench_retrieval;
+mod bench_serve;
 mod bench_train;
 
 // polars allocates and frees large per-chunk buffers; with glibc each one is

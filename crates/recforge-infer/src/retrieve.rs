@@ -6,17 +6,19 @@
 //! recall number never depends on an approximate index's settings.
 //!
 //! Queries are processed in blocks of [`QUERY_BLOCK`] rows (in parallel) and
-//! items in chunks of [`ITEM_CHUNK`] columns, so the score buffer of a block
-//! stays in cache whatever the catalogue size. Each query keeps a running
-//! candidate list with a threshold (the k-th best score so far); most scores
-//! fail the threshold test, which keeps selection linear in the catalogue.
+//! items in chunks of [`ITEM_CHUNK`] columns: each item chunk is read once
+//! per block of queries, and the score buffer stays bounded whatever the
+//! catalogue size (the sizes were chosen by `recforge bench serve`; see
+//! `benches/README.md`). Each query keeps a running candidate list with a
+//! threshold (the k-th best score so far); almost every group of 16 scores
+//! lies wholly below it and is skipped after one vectorised maximum.
 
 use rayon::prelude::*;
 
 use crate::{Error, Result};
 
-pub const QUERY_BLOCK: usize = 64;
-pub const ITEM_CHUNK: usize = 4096;
+pub const QUERY_BLOCK: usize = 256;
+pub const ITEM_CHUNK: usize = 2048;
 
 /// Item embeddings (row-major, one row per item) with their item ids and
 /// availability.
@@ -196,14 +198,22 @@ impl ItemIndex {
             for (r, run) in keep.iter_mut().enumerate() {
                 let row = &scores[r * cols..(r + 1) * cols];
                 let ex = exclude.get(r).copied().unwrap_or(&[]);
-                for (c, &s) in row.iter().enumerate() {
-                    // Cheap tests first: almost every score fails the threshold.
-                    if s >= run.threshold
-                        && !s.is_nan()
-                        && (!skip || self.available[start + c])
-                        && (ex.is_empty() || ex.binary_search(&self.ids[start + c]).is_err())
-                    {
-                        run.push(self.ids[start + c], s);
+                for (g, group) in row.chunks(16).enumerate() {
+                    // Almost every group of scores lies wholly below the
+                    // threshold; its maximum (a vectorised fold) says so.
+                    let top = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    if top < run.threshold {
+                        continue;
+                    }
+                    for (j, &s) in group.iter().enumerate() {
+                        let c = start + g * 16 + j;
+                        if s >= run.threshold
+                            && !s.is_nan()
+                            && (!skip || self.available[c])
+                            && (ex.is_empty() || ex.binary_search(&self.ids[c]).is_err())
+                        {
+                            run.push(self.ids[c], s);
+                        }
                     }
                 }
             }

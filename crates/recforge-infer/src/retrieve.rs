@@ -17,8 +17,8 @@ use rayon::prelude::*;
 
 use crate::{Error, Result};
 
-pub const QUERY_BLOCK: usize = 256;
-pub const ITEM_CHUNK: usize = 2048;
+pub const QUERY_BLOCK: usize = 512;
+pub const ITEM_CHUNK: usize = 512;
 
 /// Item embeddings (row-major, one row per item) with their item ids and
 /// availability.

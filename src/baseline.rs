@@ -170,6 +170,32 @@ impl Fitted {
         &self.hist[self.off[u]..self.off[u + 1]]
     }
 
+    /// The customer's own purchases of the last `repurchase_days`, best
+    /// first by recency- and frequency-weighted score (ties by id).
+    pub fn repurchase(&self, user: u32) -> Vec<u32> {
+        let mut own: Vec<(u32, f64)> = self
+            .history(user)
+            .iter()
+            .filter(|(_, d)| *d > self.end_day - self.params.repurchase_days)
+            .map(|&(i, d)| {
+                (
+                    i,
+                    0.5f64.powf((self.end_day - d) as f64 / self.params.repurchase_half_life_days),
+                )
+            })
+            .collect();
+        own.sort_by_key(|p| p.0);
+        let mut merged: Vec<(u32, f64)> = Vec::with_capacity(own.len());
+        for (i, w) in own {
+            match merged.last_mut() {
+                Some(last) if last.0 == i => last.1 += w,
+                _ => merged.push((i, w)),
+            }
+        }
+        merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        merged.iter().map(|p| p.0).collect()
+    }
+
     /// Fills `out` with up to `k` distinct items for `user`.
     pub fn recommend(&self, kind: Kind, user: u32, k: usize, out: &mut Vec<u32>) {
         out.clear();
@@ -200,29 +226,7 @@ impl Fitted {
             }
             Kind::DecayedPopular => push_from(&self.decayed, out, true),
             Kind::RepurchasePopular => {
-                let mut own: Vec<(u32, f64)> = self
-                    .history(user)
-                    .iter()
-                    .filter(|(_, d)| *d > self.end_day - self.params.repurchase_days)
-                    .map(|&(i, d)| {
-                        (
-                            i,
-                            0.5f64.powf(
-                                (self.end_day - d) as f64 / self.params.repurchase_half_life_days,
-                            ),
-                        )
-                    })
-                    .collect();
-                own.sort_by_key(|p| p.0);
-                let mut merged: Vec<(u32, f64)> = Vec::with_capacity(own.len());
-                for (i, w) in own {
-                    match merged.last_mut() {
-                        Some(last) if last.0 == i => last.1 += w,
-                        _ => merged.push((i, w)),
-                    }
-                }
-                merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                let list: Vec<u32> = merged.iter().map(|p| p.0).collect();
+                let list = self.repurchase(user);
                 push_from(&list, out, false);
                 push_from(&self.decayed, out, true);
             }

@@ -81,6 +81,25 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Candidate sources on the last week of a dataset: per-source and
+    /// union recall of the week's purchases, and candidates per customer.
+    Candidates {
+        /// A prepared cache (H&M format).
+        #[arg(long)]
+        data: PathBuf,
+        /// A two-tower bundle for the two-tower source (off without one).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// A TOML file of source sizes (keys of `[candidates]`, see
+        /// experiments/README.md); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 7)]
+        target_days: u32,
+        /// Also write the table as NAME.md / NAME.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a Kaggle submission from a bundle for every customer of the data.
     Submit {
         #[arg(long)]
@@ -362,6 +381,43 @@ fn run(cli: Cli) -> Result<()> {
                 e.sha256,
                 e.dir.display()
             );
+            Ok(())
+        }
+        Cmd::Candidates {
+            data,
+            bundle,
+            config,
+            target_days,
+            out,
+        } => {
+            let cfg: recforge::candidates::CandidateConfig = match &config {
+                Some(p) => toml::from_str(&std::fs::read_to_string(p)?)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                None => Default::default(),
+            };
+            let ds = recforge::serve::load_data(&data)?;
+            let r = recforge::candidates::test_period_report(
+                &ds,
+                target_days,
+                &cfg,
+                bundle.as_deref(),
+            )?;
+            let md = format!(
+                "# Candidate sources on `{}`, last week\n\nFitted on everything before the last {target_days} days; {} buyers in the period. Sizes: `{}`.\n\n{}",
+                ds.meta.name,
+                r.customers,
+                serde_json::to_string(&cfg)?,
+                r.markdown()
+            );
+            println!("{md}");
+            if let Some(path) = out {
+                recforge::fsutil::write_atomic(path.with_extension("md"), md.as_bytes())?;
+                recforge::fsutil::write_atomic(
+                    path.with_extension("json"),
+                    serde_json::to_vec_pretty(&serde_json::json!({"config": cfg, "report": r}))?
+                        .as_slice(),
+                )?;
+            }
             Ok(())
         }
         Cmd::Submit {

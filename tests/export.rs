@@ -403,6 +403,22 @@ fn new_articles_are_served_sold_out_ones_never_and_submit_writes_a_checked_file(
         "sold out, never served"
     );
 
+    // Candidate sources with the bundle as the two-tower source: the union
+    // holds at least what each source holds.
+    let ds = recforge::cache::read(&cache).unwrap();
+    let cfg = recforge::candidates::CandidateConfig::default();
+    let r = recforge::candidates::test_period_report(&ds, 7, &cfg, Some(&bundle)).unwrap();
+    let tt = r.sources.iter().find(|s| s.0 == "two-tower").unwrap();
+    assert!(tt.2 > 0.0, "the two-tower source proposed nothing");
+    for (name, recall, _) in &r.sources {
+        assert!(
+            r.union_recall >= *recall,
+            "{name}: {recall} > union {}",
+            r.union_recall
+        );
+    }
+    assert!(r.mean_candidates <= 24.0 + 24.0 + 12.0 + 24.0 + 12.0 + 50.0);
+
     // The submission command, on the raw files.
     let out = dir.path().join("submission.csv");
     let (ok, stdout, stderr) = common::recforge(&[

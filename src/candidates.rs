@@ -258,30 +258,15 @@ pub fn test_period_report(
     let targets = Targets::from_rows(ds, &split.test);
     let start = split.test.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
     let g = Generator::fit(ds, &history, cfg);
-    let tt: Option<Vec<Vec<u32>>> = match bundle {
-        Some(b) if cfg.two_tower > 0 => {
-            // The bundle serves what it knew; only rows before the period count.
-            let mut past = ds.clone();
-            let keep: Vec<bool> = (0..ds.inter.len()).map(|r| ds.day(r) < start).collect();
-            retain_rows(&mut past, &keep);
-            let server = crate::serve::Server::new(b, &past)?;
-            let hist = crate::serve::Histories::build(&past);
-            let snap = server.pool.snapshot();
-            let lists = targets
-                .users
-                .par_iter()
-                .map(|&u| -> crate::Result<Vec<u32>> {
-                    Ok(match server.query(&past, &hist, u, start)? {
-                        Some(q) => snap.recommend(&q, cfg.two_tower, &[])?[0]
-                            .iter()
-                            .map(|x| server.data_item[x.0 as usize])
-                            .collect(),
-                        None => vec![],
-                    })
-                })
-                .collect::<crate::Result<Vec<_>>>()?;
-            Some(lists)
-        }
+    let tt = match bundle {
+        // The bundle serves what was known on the period's first day.
+        Some(b) if cfg.two_tower > 0 => Some(crate::rank::two_tower_lists(
+            b,
+            &crate::rank::before(ds, start),
+            &targets,
+            start,
+            cfg.two_tower,
+        )?),
         _ => None,
     };
     let lists: Vec<List> = targets
@@ -291,23 +276,6 @@ pub fn test_period_report(
         .map(|(k, &u)| g.candidates(u, tt.as_ref().map(|t| t[k].as_slice())))
         .collect();
     Ok(recall(&targets, &lists))
-}
-
-/// Keeps the interaction rows where `keep` is true.
-fn retain_rows(ds: &mut Dataset, keep: &[bool]) {
-    let it = &mut ds.inter;
-    let mut k = keep.iter();
-    it.user.retain(|_| *k.next().expect("aligned"));
-    let mut k = keep.iter();
-    it.item.retain(|_| *k.next().expect("aligned"));
-    let mut k = keep.iter();
-    it.time.retain(|_| *k.next().expect("aligned"));
-    let mut k = keep.iter();
-    it.price.retain(|_| *k.next().expect("aligned"));
-    let mut k = keep.iter();
-    it.channel.retain(|_| *k.next().expect("aligned"));
-    let mut k = keep.iter();
-    it.part.retain(|_| *k.next().expect("aligned"));
 }
 
 pub fn recall(targets: &Targets, lists: &[List]) -> RecallReport {

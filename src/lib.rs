@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod rank;
 pub mod report;
 pub mod resources;
 pub mod rng;

@@ -100,6 +100,33 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Rank the last week's candidates with a sequential-ranker bundle:
+    /// MAP@12 and revenue per impression beside the ranker over the whole
+    /// catalogue and every baseline.
+    Rank {
+        #[arg(long)]
+        data: PathBuf,
+        /// The sequential-ranker bundle.
+        #[arg(long)]
+        ranker: PathBuf,
+        /// A two-tower bundle for the two-tower candidate source.
+        #[arg(long)]
+        retrieval: Option<PathBuf>,
+        /// Candidate source sizes (TOML of `CandidateConfig` keys).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// purchase | revenue
+        #[arg(long, default_value = "purchase")]
+        objective: String,
+        /// Revenue objective: rank by score + alpha · ln(price).
+        #[arg(long, default_value_t = 1.0)]
+        alpha: f64,
+        #[arg(long, default_value_t = 7)]
+        target_days: u32,
+        /// Also write the table as NAME.md / NAME.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a Kaggle submission from a bundle for every customer of the data.
     Submit {
         #[arg(long)]
@@ -390,11 +417,7 @@ fn run(cli: Cli) -> Result<()> {
             target_days,
             out,
         } => {
-            let cfg: recforge::candidates::CandidateConfig = match &config {
-                Some(p) => toml::from_str(&std::fs::read_to_string(p)?)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-                None => Default::default(),
-            };
+            let cfg = candidate_config(config.as_deref())?;
             let ds = recforge::serve::load_data(&data)?;
             let r = recforge::candidates::test_period_report(
                 &ds,
@@ -420,6 +443,40 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Rank {
+            data,
+            ranker,
+            retrieval,
+            config,
+            objective,
+            alpha,
+            target_days,
+            out,
+        } => {
+            let cfg = candidate_config(config.as_deref())?;
+            let objective = match objective.as_str() {
+                "purchase" => recforge::rank::Objective::Purchase,
+                "revenue" => recforge::rank::Objective::Revenue,
+                other => anyhow::bail!("--objective `{other}`: expected purchase or revenue"),
+            };
+            let ds = recforge::serve::load_data(&data)?;
+            let t = recforge::rank::rank_test_period(
+                &ds,
+                target_days,
+                &cfg,
+                retrieval.as_deref(),
+                &ranker,
+                objective,
+                alpha,
+            )?;
+            println!("{}", t.markdown());
+            if let Some(path) = out {
+                let dir = path.parent().unwrap_or(std::path::Path::new("."));
+                let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("rank");
+                t.write(dir, stem)?;
+            }
+            Ok(())
+        }
         Cmd::Submit {
             bundle,
             data,
@@ -439,6 +496,20 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench { what } => bench::run(what),
+    }
+}
+
+/// Candidate source sizes from a TOML file, or the defaults.
+fn candidate_config(
+    path: Option<&std::path::Path>,
+) -> Result<recforge::candidates::CandidateConfig> {
+    match path {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        }
+        None => Ok(Default::default()),
     }
 }
 

@@ -104,7 +104,7 @@ fn random_init_run<T: Task>(exp: &Experiment, task: &T, dir: &Path) {
     checkpoint::save_best(&dir.join("best"), &model, &TrainState::default()).unwrap();
 }
 
-fn trained_run(exp: &Experiment, dir: &Path) {
+fn trained_run(exp: &Experiment, dir: &Path) -> recforge::train::Outcome {
     train(
         exp,
         &TrainOptions {
@@ -112,7 +112,7 @@ fn trained_run(exp: &Experiment, dir: &Path) {
             ..TrainOptions::default()
         },
     )
-    .unwrap();
+    .unwrap()
 }
 
 fn worst(a: &[f32], b: &[f32]) -> f32 {
@@ -251,6 +251,38 @@ fn bundles_serve_the_same_scores_and_lists_as_burn() {
             &dir.path().join(format!("b-sasrec-{norm_first}")),
         );
     }
+    // Served through bundles, the ranker over the whole catalogue scores
+    // what the trainer's own test evaluation scored.
+    let trained = trained_run(&sasrec(&cache, false), &dir.path().join("sasrec-again"));
+    let map = |ms: &[recforge::eval::Metrics]| ms.iter().find(|m| m.k == 12).unwrap().map;
+    let want = map(&trained.test.unwrap().plain);
+    let sasrec_bundle = dir.path().join("b-sasrec-again");
+    recforge::export::export(&dir.path().join("sasrec-again"), &sasrec_bundle).unwrap();
+    let ds = recforge::cache::read(&cache).unwrap();
+    let cfg = recforge::candidates::CandidateConfig {
+        two_tower: 0,
+        ..Default::default()
+    };
+    for objective in [
+        recforge::rank::Objective::Purchase,
+        recforge::rank::Objective::Revenue,
+    ] {
+        let t =
+            recforge::rank::rank_test_period(&ds, 7, &cfg, None, &sasrec_bundle, objective, 1.0)
+                .unwrap();
+        let whole = t
+            .rows
+            .iter()
+            .find(|r| r.name.ends_with("whole catalogue"))
+            .unwrap();
+        let got = map(&whole.metrics);
+        assert!(
+            (got - want).abs() < 1e-3,
+            "served MAP@12 {got} vs trainer {want}"
+        );
+        assert_eq!(t.rows.len(), 2 + 5);
+    }
+
     let exp = sasrec(&cache, false);
     let run = dir.path().join("sasrec-random");
     random_init_run(&exp, &Sequential::prepare(&exp).unwrap(), &run);

@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod cache;
 pub mod candidates;
+pub mod compare;
 pub mod data;
 pub mod dates;
 pub mod device;

@@ -127,6 +127,22 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Offline A/B: paired per-customer differences of every metric between
+    /// two systems (per-customer files from `rank --out`), with bootstrap
+    /// 95% confidence intervals.
+    Compare {
+        /// System A (the reference).
+        a: PathBuf,
+        /// System B.
+        b: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        resamples: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Also write the comparison as NAME.md / NAME.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a Kaggle submission from a bundle for every customer of the data.
     Submit {
         #[arg(long)]
@@ -460,7 +476,7 @@ fn run(cli: Cli) -> Result<()> {
                 other => anyhow::bail!("--objective `{other}`: expected purchase or revenue"),
             };
             let ds = recforge::serve::load_data(&data)?;
-            let t = recforge::rank::rank_test_period(
+            let (t, per) = recforge::rank::rank_test_period(
                 &ds,
                 target_days,
                 &cfg,
@@ -474,6 +490,39 @@ fn run(cli: Cli) -> Result<()> {
                 let dir = path.parent().unwrap_or(std::path::Path::new("."));
                 let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("rank");
                 t.write(dir, stem)?;
+                // One per-customer file per row, for `recforge compare`.
+                let pc = dir.join(format!("{stem}.per-customer"));
+                std::fs::create_dir_all(&pc)?;
+                for p in &per {
+                    let slug: String = p
+                        .name
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                        .collect();
+                    p.write(&pc.join(format!("{slug}.json")))?;
+                }
+                println!("per-customer metrics in {}", pc.display());
+            }
+            Ok(())
+        }
+        Cmd::Compare {
+            a,
+            b,
+            resamples,
+            seed,
+            out,
+        } => {
+            let pa = recforge::compare::PerCustomer::read(&a)?;
+            let pb = recforge::compare::PerCustomer::read(&b)?;
+            let c = recforge::compare::compare(&pa, &pb, resamples.max(1), seed)?;
+            let md = c.markdown();
+            println!("{md}");
+            if let Some(path) = out {
+                recforge::fsutil::write_atomic(path.with_extension("md"), md.as_bytes())?;
+                recforge::fsutil::write_atomic(
+                    path.with_extension("json"),
+                    serde_json::to_vec_pretty(&c)?.as_slice(),
+                )?;
             }
             Ok(())
         }

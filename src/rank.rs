@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, Fitted, Kind};
 use crate::candidates::{CandidateConfig, Generator, List};
+use crate::compare::PerCustomer;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{Accumulator, Metrics, Targets};
@@ -67,7 +68,8 @@ pub fn before(ds: &Dataset, day: i64) -> Dataset {
     past
 }
 
-/// The test-period comparison table.
+/// The test-period comparison table, and each row's per-customer metrics
+/// (for `recforge compare`).
 pub fn rank_test_period(
     ds: &Dataset,
     target_days: u32,
@@ -76,7 +78,7 @@ pub fn rank_test_period(
     ranker: &Path,
     objective: Objective,
     alpha: f64,
-) -> Result<Table> {
+) -> Result<(Table, Vec<PerCustomer>)> {
     let split = crate::split::split(ds, crate::split::SplitKind::LastWeek, target_days)?;
     let history = split.history();
     let targets = Targets::from_rows(ds, &split.test);
@@ -154,35 +156,50 @@ pub fn rank_test_period(
         })
         .collect::<Result<_>>()?;
     let n_items = ds.items.len();
-    let score = |pick: &dyn Fn(usize) -> Vec<u32>| -> Vec<Metrics> {
+    let ids: Vec<String> = targets
+        .users
+        .iter()
+        .map(|&u| ds.users.ids[u as usize].clone())
+        .collect();
+    let mut rows = Vec::new();
+    let mut per = Vec::new();
+    let mut add = |name: String, picks: Vec<Vec<u32>>| {
         let mut acc = Accumulator::new(K, n_items);
-        for (i, t) in targets.truth.iter().enumerate() {
-            acc.add(t, &pick(i));
+        for (t, l) in targets.truth.iter().zip(&picks) {
+            acc.add(t, l);
         }
-        vec![acc.finish()]
+        let metrics: Vec<Metrics> = vec![acc.finish()];
+        per.push(PerCustomer::score(
+            &name,
+            K,
+            ids.clone(),
+            &targets.truth,
+            &picks,
+        ));
+        rows.push(Row { name, metrics });
     };
     let name = server.bundle.manifest.name.clone();
-    let mut rows = vec![
-        Row {
-            name: format!("candidates ranked by {name} ({objective:?})"),
-            metrics: score(&|i| lists[i].0.clone()),
-        },
-        Row {
-            name: format!("{name} over the whole catalogue"),
-            metrics: score(&|i| lists[i].1.clone()),
-        },
-    ];
+    add(
+        format!("candidates ranked by {name} ({objective:?})"),
+        lists.iter().map(|l| l.0.clone()).collect(),
+    );
+    add(
+        format!("{name} over the whole catalogue"),
+        lists.iter().map(|l| l.1.clone()).collect(),
+    );
     for kind in Kind::ALL {
-        rows.push(Row {
-            name: kind.name().to_string(),
-            metrics: score(&|i| {
+        let picks = targets
+            .users
+            .iter()
+            .map(|&u| {
                 let mut out = Vec::new();
-                fitted.recommend(kind, targets.users[i], K, &mut out);
+                fitted.recommend(kind, u, K, &mut out);
                 out
-            }),
-        });
+            })
+            .collect();
+        add(kind.name().to_string(), picks);
     }
-    Ok(Table {
+    let table = Table {
         title: format!("Ranking candidates on {}", ds.meta.name),
         dataset: ds.meta.name.clone(),
         protocol: format!(
@@ -204,7 +221,8 @@ Customers without history get the candidates' own order (popularity first).",
         has_price: ds.meta.has_price,
         notes: String::new(),
         extra: serde_json::Value::Null,
-    })
+    };
+    Ok((table, per))
 }
 
 /// Pads `list` to K with `popular` items it lacks.

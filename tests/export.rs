@@ -267,9 +267,15 @@ fn bundles_serve_the_same_scores_and_lists_as_burn() {
         recforge::rank::Objective::Purchase,
         recforge::rank::Objective::Revenue,
     ] {
-        let t =
+        let (t, per) =
             recforge::rank::rank_test_period(&ds, 7, &cfg, None, &sasrec_bundle, objective, 1.0)
                 .unwrap();
+        // Per-customer metrics average to the table's.
+        let mean_ap = per[0].values["MAP@12"].iter().sum::<f64>() / per[0].customers.len() as f64;
+        assert!((mean_ap - map(&t.rows[0].metrics)).abs() < 1e-12);
+        // And pair up for the A/B comparison.
+        let c = recforge::compare::compare(&per[6], &per[1], 200, 1).unwrap();
+        assert_eq!(c.customers, per[0].customers.len());
         let whole = t
             .rows
             .iter()

@@ -24,6 +24,7 @@ pub mod rank;
 pub mod report;
 pub mod resources;
 pub mod rng;
+pub mod run;
 pub mod seq;
 pub mod serve;
 pub mod split;

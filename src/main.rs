@@ -70,6 +70,19 @@ enum Cmd {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// The whole pipeline from one config: data → baselines → two-tower →
+    /// ranker → candidates ranked on the test week → submission; unchanged
+    /// steps are reused.
+    Run {
+        /// Pipeline TOML (see experiments/README.md).
+        config: PathBuf,
+        /// Run directory (default runs/<name>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Report directory (default experiments/results/<name>).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+    },
     /// Train the model an experiment file names (or continue a run).
     Train(TrainArgs),
     /// Export a run's selected model as a bundle for the inference crate
@@ -414,6 +427,34 @@ fn run(cli: Cli) -> Result<()> {
             seed,
         } => quickstart(&dir, customers, articles, days, seed),
         Cmd::Train(a) => train_cmd(a),
+        Cmd::Run {
+            config,
+            run_dir,
+            report_dir,
+        } => {
+            let cfg = recforge::run::PipelineConfig::load(&config)?;
+            let run_dir = run_dir.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+            let report_dir = report_dir.unwrap_or_else(|| {
+                PathBuf::from("experiments/results").join(cfg.report.as_ref().unwrap_or(&cfg.name))
+            });
+            let out = recforge::run::run(&cfg, &run_dir, &report_dir)?;
+            let results =
+                std::fs::read_to_string(report_dir.join("results.md")).unwrap_or_default();
+            println!("{results}");
+            println!(
+                "{}",
+                std::fs::read_to_string(&out.report).unwrap_or_default()
+            );
+            if let Some(s) = &out.submission {
+                println!("submission: {}", s.display());
+            }
+            println!(
+                "run directory: {}; report: {}",
+                run_dir.display(),
+                report_dir.display()
+            );
+            Ok(())
+        }
         Cmd::Export { run_dir, out } => {
             let e = recforge::export::export(&run_dir, &out)?;
             println!(

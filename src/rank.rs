@@ -68,6 +68,146 @@ pub fn before(ds: &Dataset, day: i64) -> Dataset {
     past
 }
 
+/// Everything needed to rank customers' candidates as of one day: the
+/// candidate sources fitted on the history, the two-tower source and the
+/// ranker served from bundles on the rows before that day.
+pub struct Ranker {
+    past: Dataset,
+    server: Server,
+    hist: Histories,
+    sources: Generator,
+    retrieval: Option<(Server, Histories)>,
+    two_tower: usize,
+    /// ln(price)·alpha per item for the revenue objective (0 for purchase).
+    bonus: Vec<f32>,
+    pub popular: Vec<u32>,
+    pub fitted: Fitted,
+    day: i64,
+}
+
+impl Ranker {
+    /// Serves as of `day`; `history` (time order) are the rows before it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ds: &Dataset,
+        history: &[usize],
+        day: i64,
+        cfg: &CandidateConfig,
+        retrieval: Option<&Path>,
+        ranker: &Path,
+        objective: Objective,
+        alpha: f64,
+    ) -> Result<Self> {
+        let past = before(ds, day);
+        let server = Server::new(ranker, &past)?;
+        if !matches!(server.model, Model::SasRec(_)) {
+            return Err(Error::Config(format!(
+                "{}: the ranker must be a sequential-ranker bundle",
+                ranker.display()
+            )));
+        }
+        let hist = Histories::build(&past);
+        let retrieval = match retrieval {
+            Some(b) if cfg.two_tower > 0 => Some((Server::new(b, &past)?, Histories::build(&past))),
+            _ => None,
+        };
+        let prices = mean_prices(ds, history);
+        let known: Vec<f64> = prices.iter().copied().filter(|&p| p > 0.0).collect();
+        let fallback = if known.is_empty() {
+            1.0
+        } else {
+            known.iter().sum::<f64>() / known.len() as f64
+        };
+        let bonus = prices
+            .iter()
+            .map(|&p| match objective {
+                Objective::Purchase => 0.0,
+                Objective::Revenue => (alpha * if p > 0.0 { p } else { fallback }.ln()) as f32,
+            })
+            .collect();
+        let fitted = Fitted::fit(ds, history, baseline::Params::default());
+        let mut popular = Vec::new();
+        fitted.recommend(Kind::DecayedPopular, 0, K, &mut popular);
+        Ok(Ranker {
+            sources: Generator::fit(ds, history, cfg),
+            two_tower: cfg.two_tower,
+            past,
+            server,
+            hist,
+            retrieval,
+            bonus,
+            popular,
+            fitted,
+            day,
+        })
+    }
+
+    /// For each of `users`: (its candidates ranked, top K of the ranker over
+    /// the whole catalogue). Searches are batched over the chunk.
+    pub fn rank(&self, users: &[u32]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
+        let tt: Option<Vec<Vec<u32>>> = match &self.retrieval {
+            Some((server, hist)) => Some(top_lists(
+                server,
+                &self.past,
+                hist,
+                users,
+                self.day,
+                self.two_tower,
+            )?),
+            None => None,
+        };
+        let queries: Vec<Option<Vec<f32>>> = users
+            .par_iter()
+            .map(|&u| self.server.query(&self.past, &self.hist, u, self.day))
+            .collect::<Result<_>>()?;
+        let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
+        let full = self.server.pool.snapshot().recommend(&flat, K, &[])?;
+        let mut full = full.into_iter();
+        let fulls: Vec<Option<Vec<u32>>> = queries
+            .iter()
+            .map(|q| {
+                q.as_ref().map(|_| {
+                    full.next()
+                        .expect("one list per query")
+                        .iter()
+                        .map(|x| self.server.data_item[x.0 as usize])
+                        .collect()
+                })
+            })
+            .collect();
+        Ok(users
+            .par_iter()
+            .enumerate()
+            .map(|(k, &u)| {
+                let cands: List = self
+                    .sources
+                    .candidates(u, tt.as_ref().map(|t| t[k].as_slice()));
+                let (Some(q), Some(full)) = (&queries[k], &fulls[k]) else {
+                    // No history: the candidates' own order (popularity first).
+                    let mut l: Vec<u32> = cands.iter().map(|c| c.0).take(K).collect();
+                    fill(&mut l, &self.popular);
+                    return (l, self.popular.clone());
+                };
+                let mut scored: Vec<(u32, f32)> = cands
+                    .iter()
+                    .filter_map(|&(i, _)| {
+                        let p = self.server.item_of[i as usize];
+                        (p != u32::MAX).then(|| {
+                            let v = self.server.item_vector(p);
+                            let s: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+                            (i, s + self.bonus[i as usize])
+                        })
+                    })
+                    .collect();
+                scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                let mut ranked: Vec<u32> = scored.iter().map(|s| s.0).take(K).collect();
+                fill(&mut ranked, &self.popular);
+                (ranked, full.clone())
+            })
+            .collect())
+    }
+}
+
 /// The test-period comparison table, and each row's per-customer metrics
 /// (for `recforge compare`).
 pub fn rank_test_period(
@@ -83,78 +223,12 @@ pub fn rank_test_period(
     let history = split.history();
     let targets = Targets::from_rows(ds, &split.test);
     let start = split.test.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
-    let past = before(ds, start);
-    let server = Server::new(ranker, &past)?;
-    if !matches!(server.model, Model::SasRec(_)) {
-        return Err(Error::Config(format!(
-            "{}: the ranker must be a sequential-ranker bundle",
-            ranker.display()
-        )));
-    }
-    let hist = Histories::build(&past);
-    let sources = Generator::fit(ds, &history, cfg);
-    let tt = match retrieval {
-        Some(b) if cfg.two_tower > 0 => {
-            Some(two_tower_lists(b, &past, &targets, start, cfg.two_tower)?)
-        }
-        _ => None,
-    };
-    let prices = mean_prices(ds, &history);
-    let known: Vec<f64> = prices.iter().copied().filter(|&p| p > 0.0).collect();
-    let fallback_price = if known.is_empty() {
-        1.0
-    } else {
-        known.iter().sum::<f64>() / known.len() as f64
-    };
-    let bonus = |item: u32| -> f32 {
-        match objective {
-            Objective::Purchase => 0.0,
-            Objective::Revenue => {
-                let p = prices[item as usize];
-                (alpha * if p > 0.0 { p } else { fallback_price }.ln()) as f32
-            }
-        }
-    };
-    let fitted = Fitted::fit(ds, &history, baseline::Params::default());
-    let mut popular = Vec::new();
-    fitted.recommend(Kind::DecayedPopular, 0, K, &mut popular);
-    let snap = server.pool.snapshot();
-    // (ranked candidates, ranker over the whole catalogue) per customer.
-    let lists: Vec<(Vec<u32>, Vec<u32>)> = targets
-        .users
-        .par_iter()
-        .enumerate()
-        .map(|(k, &u)| -> Result<(Vec<u32>, Vec<u32>)> {
-            let cands: List = sources.candidates(u, tt.as_ref().map(|t| t[k].as_slice()));
-            let Some(q) = server.query(&past, &hist, u, start)? else {
-                // No history: the candidates' own order (popularity first).
-                let mut l: Vec<u32> = cands.iter().map(|c| c.0).take(K).collect();
-                fill(&mut l, &popular);
-                return Ok((l, popular.clone()));
-            };
-            let mut scored: Vec<(u32, f32)> = cands
-                .iter()
-                .filter_map(|&(i, _)| {
-                    let p = server.item_of[i as usize];
-                    (p != u32::MAX).then(|| {
-                        let v = server.item_vector(p);
-                        (
-                            i,
-                            v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>() + bonus(i),
-                        )
-                    })
-                })
-                .collect();
-            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut ranked: Vec<u32> = scored.iter().map(|s| s.0).take(K).collect();
-            fill(&mut ranked, &popular);
-            let full: Vec<u32> = snap.recommend(&q, K, &[])?[0]
-                .iter()
-                .map(|x| server.data_item[x.0 as usize])
-                .collect();
-            Ok((ranked, full))
-        })
-        .collect::<Result<_>>()?;
+    let r = Ranker::new(
+        ds, &history, start, cfg, retrieval, ranker, objective, alpha,
+    )?;
+    let lists = r.rank(&targets.users)?;
+    let fitted = &r.fitted;
+    let server = &r.server;
     let n_items = ds.items.len();
     let ids: Vec<String> = targets
         .users
@@ -237,6 +311,35 @@ fn fill(list: &mut Vec<u32>, popular: &[u32]) {
     }
 }
 
+/// Each customer's top `k` (dataset items) from a served bundle as of `day`.
+fn top_lists(
+    server: &Server,
+    past: &Dataset,
+    hist: &Histories,
+    users: &[u32],
+    day: i64,
+    k: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let queries: Vec<Option<Vec<f32>>> = users
+        .par_iter()
+        .map(|&u| server.query(past, hist, u, day))
+        .collect::<Result<_>>()?;
+    let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
+    let mut found = server.pool.snapshot().recommend(&flat, k, &[])?.into_iter();
+    Ok(queries
+        .iter()
+        .map(|q| match q {
+            Some(_) => found
+                .next()
+                .expect("one list per query")
+                .iter()
+                .map(|x| server.data_item[x.0 as usize])
+                .collect(),
+            None => vec![],
+        })
+        .collect())
+}
+
 /// Each target customer's two-tower top `k` (dataset items), served from
 /// `bundle` as of `day` on the rows of `past`.
 pub fn two_tower_lists(
@@ -248,18 +351,5 @@ pub fn two_tower_lists(
 ) -> Result<Vec<Vec<u32>>> {
     let server = Server::new(bundle, past)?;
     let hist = Histories::build(past);
-    let snap = server.pool.snapshot();
-    targets
-        .users
-        .par_iter()
-        .map(|&u| -> Result<Vec<u32>> {
-            Ok(match server.query(past, &hist, u, day)? {
-                Some(q) => snap.recommend(&q, k, &[])?[0]
-                    .iter()
-                    .map(|x| server.data_item[x.0 as usize])
-                    .collect(),
-                None => vec![],
-            })
-        })
-        .collect()
+    top_lists(&server, past, &hist, &targets.users, day, k)
 }

@@ -74,24 +74,19 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
             "fewer than {K} servable articles for the cold-start list"
         )));
     }
-    let mut f = AtomicFile::create(&opt.out)?;
-    f.write_all(b"customer_id,prediction\n")?;
-    let users: Vec<u32> = (1..ds.users.len() as u32).collect();
     let d = server.d_model();
     let mut cold_n = 0;
-    for chunk in users.chunks(opt.chunk.max(1)) {
+    let check = write_submission(&ds, &opt.out, opt.chunk, |chunk| {
         let queries: Vec<Option<Vec<f32>>> = chunk
             .par_iter()
             .map(|&u| server.query(&ds, &hist, u, serve_day))
             .collect::<Result<_>>()?;
         let warm: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
-        let found = snap.recommend(&warm, K, &[])?;
-        let mut found = found.into_iter();
-        let mut text = String::with_capacity(chunk.len() * (65 + 11 * K));
-        for (&u, q) in chunk.iter().zip(&queries) {
-            text.push_str(&ds.users.ids[u as usize]);
-            text.push(',');
-            let list: Vec<u32> = match q {
+        debug_assert_eq!(warm.len() % d, 0);
+        let mut found = snap.recommend(&warm, K, &[])?.into_iter();
+        Ok(queries
+            .iter()
+            .map(|q| match q {
                 Some(_) => found
                     .next()
                     .expect("one list per query")
@@ -102,7 +97,36 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
                     cold_n += 1;
                     cold.clone()
                 }
-            };
+            })
+            .collect())
+    })?;
+    let users = ds.users.len() - 1;
+    Ok(SubmitReport {
+        customers: users,
+        cold_start: cold_n,
+        new_articles: server.new_articles,
+        unavailable,
+        seconds: t0.elapsed().as_secs_f64(),
+        check,
+    })
+}
+
+/// Writes the submission of every customer of `ds` (dense ids 1..), in
+/// customer order, `chunk` customers at a time, each chunk's lists from
+/// `lists` (dataset item ids, at least K each); then checks the file.
+pub fn write_submission(
+    ds: &crate::data::Dataset,
+    out: &Path,
+    chunk: usize,
+    mut lists: impl FnMut(&[u32]) -> Result<Vec<Vec<u32>>>,
+) -> Result<submission::CheckReport> {
+    let mut f = AtomicFile::create(out)?;
+    f.write_all(b"customer_id,prediction\n")?;
+    let users: Vec<u32> = (1..ds.users.len() as u32).collect();
+    for chunk in users.chunks(chunk.max(1)) {
+        let got = lists(chunk)?;
+        let mut text = String::with_capacity(chunk.len() * (65 + 11 * K));
+        for (&u, list) in chunk.iter().zip(&got) {
             if list.len() < K {
                 return Err(Error::Config(format!(
                     "only {} servable articles for customer {}",
@@ -110,7 +134,9 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
                     ds.users.ids[u as usize]
                 )));
             }
-            for (j, &i) in list.iter().enumerate() {
+            text.push_str(&ds.users.ids[u as usize]);
+            text.push(',');
+            for (j, &i) in list.iter().take(K).enumerate() {
                 if j > 0 {
                     text.push(' ');
                 }
@@ -118,19 +144,10 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
             }
             text.push('\n');
         }
-        debug_assert_eq!(warm.len() % d, 0);
         f.write_all(text.as_bytes())?;
     }
     f.commit()?;
-    let check = submission::check(&ds, &opt.out)?;
-    Ok(SubmitReport {
-        customers: users.len(),
-        cold_start: cold_n,
-        new_articles: server.new_articles,
-        unavailable,
-        seconds: t0.elapsed().as_secs_f64(),
-        check,
-    })
+    submission::check(ds, out)
 }
 
 /// Marks articles with no sale in the last `days` days (but some before)

@@ -1,0 +1,433 @@
+//! `recforge run PIPELINE.toml`: the whole job from one config. Data
+//! (generated or raw) → cache → baselines → two-tower training and export
+//! → ranker training and export → candidates ranked on the test week
+//! (beside every baseline, with an A/B against the best one) → submission.
+//!
+//! Every step records a content hash of its inputs (its own settings and
+//! the hashes of the steps it reads) in `RUN/steps/NAME.json`. A step whose
+//! hash is unchanged is reused, not rerun: changing the ranker's settings
+//! retrains the ranker and what follows it, never the retrieval model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::candidates::CandidateConfig;
+use crate::error::{Error, Result};
+use crate::experiment::{Experiment, ModelKind};
+use crate::rank::{Objective, Ranker};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Names the run directory (`runs/NAME`) and the models' runs; two
+    /// configs with the same name share (and reuse) their steps.
+    pub name: String,
+    /// Report directory name under `experiments/results/` (default: name).
+    pub report: Option<String>,
+    pub data: PipelineData,
+    pub retrieval: Stage,
+    pub ranker: Stage,
+    pub candidates: CandidateConfig,
+    pub objective: ObjectiveConfig,
+    /// Write the submission for the week after the data.
+    pub submission: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            name: "pipeline".into(),
+            report: None,
+            data: PipelineData::default(),
+            retrieval: Stage::default(),
+            ranker: Stage::default(),
+            candidates: CandidateConfig::default(),
+            objective: ObjectiveConfig::default(),
+            submission: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineData {
+    /// A directory of raw H&M files.
+    pub raw: Option<PathBuf>,
+    /// Or a generator config (`datasets/*.toml`): the data is generated
+    /// into the run directory.
+    pub synth: Option<PathBuf>,
+    /// Length of the validation and test weeks.
+    pub target_days: Option<u32>,
+}
+
+/// A model stage: an experiment file and overrides of its keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stage {
+    pub experiment: PathBuf,
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectiveConfig {
+    pub kind: Objective,
+    /// Revenue: rank by score + alpha · ln(price).
+    pub alpha: f64,
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        ObjectiveConfig {
+            kind: Objective::Purchase,
+            alpha: 1.0,
+        }
+    }
+}
+
+impl PipelineConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: PipelineConfig =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        if cfg.data.raw.is_some() == cfg.data.synth.is_some() {
+            return Err(Error::Config(format!(
+                "{}: give exactly one of data.raw (raw H&M files) and data.synth (a generator config)",
+                path.display()
+            )));
+        }
+        Ok(cfg)
+    }
+
+    fn target_days(&self) -> u32 {
+        self.data.target_days.unwrap_or(7)
+    }
+}
+
+/// What a step recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record<T> {
+    hash: String,
+    wall_s: f64,
+    value: T,
+}
+
+/// One line of the stage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: String,
+    pub reused: bool,
+    pub wall_s: f64,
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// The outcome of a pipeline run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineOutcome {
+    pub run_dir: PathBuf,
+    pub steps: Vec<StepReport>,
+    pub report: PathBuf,
+    pub submission: Option<PathBuf>,
+}
+
+fn hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hash of every regular file directly in `dir`, by name and content.
+fn hash_dir(dir: &Path) -> Result<String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for p in &names {
+        h.update(
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+        std::io::copy(&mut f, &mut h).map_err(|e| Error::io(p, e))?;
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Peak resident memory of this process so far (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+struct Steps {
+    dir: PathBuf,
+    reports: Vec<StepReport>,
+}
+
+impl Steps {
+    /// Runs `f` unless `name` already ran with inputs hashing to `h`.
+    fn run<T: Serialize + DeserializeOwned>(
+        &mut self,
+        name: &str,
+        h: &str,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let path = self.dir.join(format!("{name}.json"));
+        if let Ok(bytes) = std::fs::read(&path)
+            && let Ok(rec) = serde_json::from_slice::<Record<T>>(&bytes)
+            && rec.hash == h
+        {
+            eprintln!(
+                "[{name}] unchanged, reused ({:.1}s when it ran)",
+                rec.wall_s
+            );
+            self.reports.push(StepReport {
+                step: name.into(),
+                reused: true,
+                wall_s: rec.wall_s,
+                peak_rss_mib: None,
+            });
+            return Ok(rec.value);
+        }
+        eprintln!("[{name}] running");
+        let t = Instant::now();
+        let value = f()?;
+        let wall_s = t.elapsed().as_secs_f64();
+        let rec = Record {
+            hash: h.to_string(),
+            wall_s,
+            value,
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&rec).map_err(|e| Error::invalid(&path, e.to_string()))?;
+        crate::fsutil::write_atomic(&path, &bytes)?;
+        self.reports.push(StepReport {
+            step: name.into(),
+            reused: false,
+            wall_s,
+            peak_rss_mib: peak_rss_mib(),
+        });
+        Ok(rec.value)
+    }
+}
+
+/// A model stage's resolved experiment: its file and overrides, with the
+/// run's cache and directories.
+fn stage_experiment(
+    stage: &Stage,
+    cache: &Path,
+    name: &str,
+    kind: ModelKind,
+) -> Result<Experiment> {
+    let mut set = stage.set.clone();
+    set.push(format!("data.cache=\"{}\"", cache.display()));
+    set.push(format!("name=\"{name}\""));
+    let exp = Experiment::load(&stage.experiment, &set)?;
+    if exp.model.kind != kind {
+        return Err(Error::Config(format!(
+            "{}: expected a {kind:?} experiment, found {:?}",
+            stage.experiment.display(),
+            exp.model.kind
+        )));
+    }
+    Ok(exp)
+}
+
+/// Trains (fresh) and exports one model stage; returns the bundle's hash.
+fn train_and_export(exp: &Experiment, run: &Path, bundle: &Path) -> Result<String> {
+    if run.exists() {
+        std::fs::remove_dir_all(run).map_err(|e| Error::io(run, e))?;
+    }
+    crate::train::train(
+        exp,
+        &crate::train::TrainOptions {
+            run_dir: run.to_path_buf(),
+            progress: true,
+            ..Default::default()
+        },
+    )?;
+    Ok(crate::export::export(run, bundle)?.sha256)
+}
+
+pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<PipelineOutcome> {
+    std::fs::create_dir_all(run_dir.join("steps")).map_err(|e| Error::io(run_dir, e))?;
+    let mut steps = Steps {
+        dir: run_dir.join("steps"),
+        reports: Vec::new(),
+    };
+    let cache = run_dir.join("cache");
+    let td = cfg.target_days();
+
+    // Data: generated or raw, validated into the cache.
+    let (source_hash, raw) = match (&cfg.data.synth, &cfg.data.raw) {
+        (Some(s), _) => {
+            let text = std::fs::read_to_string(s).map_err(|e| Error::io(s, e))?;
+            (hash(&["synth", &text]), run_dir.join("raw"))
+        }
+        (None, Some(r)) => (hash(&["raw", &hash_dir(r)?]), r.clone()),
+        (None, None) => return Err(Error::Config("no data.raw or data.synth".into())),
+    };
+    let data_hash = steps.run("data", &hash(&["data", &source_hash]), || {
+        if let Some(s) = &cfg.data.synth {
+            let sc = crate::synth::SynthConfig::from_toml_file(s)?;
+            crate::synth::generate(&sc, &raw)?;
+        }
+        crate::pipeline::prepare(&raw, &cache, crate::ingest::Format::Hm)?;
+        hash_dir(&cache)
+    })?;
+    let ds = crate::cache::read(&cache)?;
+
+    let baseline_hash = hash(&["baselines", &data_hash, &td.to_string()]);
+    steps.run("baselines", &baseline_hash, || {
+        let out = crate::pipeline::run_baselines(
+            &ds,
+            &crate::pipeline::BaselineOptions {
+                split: crate::split::SplitKind::LastWeek,
+                target_days: td,
+                ks: vec![12],
+                params: crate::baseline::Params::default(),
+                results_dir: report_dir.to_path_buf(),
+                submission: None,
+            },
+        )?;
+        Ok(out.best.name().to_string())
+    })?;
+
+    let tt_exp = stage_experiment(
+        &cfg.retrieval,
+        &cache,
+        &format!("{}-retrieval", cfg.name),
+        ModelKind::TwoTower,
+    )?;
+    let tt_bundle = run_dir.join("models/retrieval");
+    let tt_hash = steps.run(
+        "retrieval",
+        &hash(&["retrieval", &data_hash, &tt_exp.to_toml()]),
+        || train_and_export(&tt_exp, &run_dir.join("retrieval"), &tt_bundle),
+    )?;
+    let rk_exp = stage_experiment(
+        &cfg.ranker,
+        &cache,
+        &format!("{}-ranker", cfg.name),
+        ModelKind::Sasrec,
+    )?;
+    let rk_bundle = run_dir.join("models/ranker");
+    let rk_hash = steps.run(
+        "ranker",
+        &hash(&["ranker", &data_hash, &rk_exp.to_toml()]),
+        || train_and_export(&rk_exp, &run_dir.join("ranker"), &rk_bundle),
+    )?;
+
+    let serve_cfg = serde_json::to_string(&(&cfg.candidates, &cfg.objective)).expect("serialises");
+    let rank_hash = hash(&[
+        "rank",
+        &data_hash,
+        &tt_hash,
+        &rk_hash,
+        &serve_cfg,
+        &td.to_string(),
+    ]);
+    steps.run("rank", &rank_hash, || {
+        let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
+        let sources = crate::candidates::test_period_report(&ds, td, &cfg.candidates, retrieval)?;
+        let (table, per) = crate::rank::rank_test_period(
+            &ds,
+            td,
+            &cfg.candidates,
+            retrieval,
+            &rk_bundle,
+            cfg.objective.kind,
+            cfg.objective.alpha,
+        )?;
+        // A/B: the pipeline (row 0) against the best baseline on MAP@12.
+        let best = (2..per.len())
+            .max_by(|&a, &b| {
+                table.rows[a].metrics[0]
+                    .map
+                    .total_cmp(&table.rows[b].metrics[0].map)
+            })
+            .unwrap_or(2);
+        let ab = crate::compare::compare(&per[best], &per[0], 2000, 42)?;
+        let mut t = table;
+        t.notes = format!(
+            "## Candidate sources\n\n{}\n## A/B against the best baseline\n\n{}",
+            sources.markdown(),
+            ab.markdown().replacen("# ", "### ", 1)
+        );
+        t.extra = serde_json::json!({ "candidates": sources, "ab": ab });
+        std::fs::create_dir_all(report_dir).map_err(|e| Error::io(report_dir, e))?;
+        t.write(report_dir, "results")?;
+        Ok(t.rows[0].metrics[0].map)
+    })?;
+
+    let submission = if cfg.submission {
+        let path = run_dir.join("submission.csv");
+        steps.run("submission", &hash(&["submission", &rank_hash]), || {
+            let all = crate::split::time_order(&ds);
+            let end = all.last().map(|&r| ds.day(r)).unwrap_or(0);
+            let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
+            let ranker = Ranker::new(
+                &ds,
+                &all,
+                end + 1,
+                &cfg.candidates,
+                retrieval,
+                &rk_bundle,
+                cfg.objective.kind,
+                cfg.objective.alpha,
+            )?;
+            let check = crate::submit::write_submission(&ds, &path, 8192, |chunk| {
+                Ok(ranker
+                    .rank(chunk)?
+                    .into_iter()
+                    .map(|(ranked, _)| ranked)
+                    .collect())
+            })?;
+            Ok(check.rows)
+        })?;
+        Some(path)
+    } else {
+        None
+    };
+
+    let mut stages = String::from(
+        "## Stages\n\n| step | reused | wall s | peak RSS MiB |\n|---|---|---:|---:|\n",
+    );
+    for s in &steps.reports {
+        stages += &format!(
+            "| {} | {} | {:.1} | {} |\n",
+            s.step,
+            if s.reused { "yes" } else { "no" },
+            s.wall_s,
+            s.peak_rss_mib
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    let report = report_dir.join("stages.md");
+    crate::fsutil::write_atomic(&report, stages.as_bytes())?;
+    Ok(PipelineOutcome {
+        run_dir: run_dir.to_path_buf(),
+        steps: steps.reports,
+        report,
+        submission,
+    })
+}

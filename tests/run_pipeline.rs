@@ -1,0 +1,151 @@
+//! `recforge run`: the whole pipeline from one config, on a tiny synthetic
+//! H&M log; unchanged steps are reused, and a ranker change reruns only
+//! what depends on the ranker.
+
+use std::path::Path;
+
+use recforge::run::{PipelineConfig, run};
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn pipeline_runs_end_to_end_and_reuses_unchanged_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let synth = write(
+        d,
+        "synth.toml",
+        "customers = 2000\narticles = 400\ndays = 70\nseed = 5\n",
+    );
+    let tt = write(
+        d,
+        "tt.toml",
+        r#"
+seed = 2
+device = "flex"
+[data]
+split = "last-week"
+[model]
+kind = "two-tower"
+d_model = 16
+[tower]
+feature_dim = 8
+hidden = 32
+id_buckets = 512
+id_dim = 8
+[loss]
+kind = "in-batch"
+mixed_negatives = 16
+[train]
+batch_size = 256
+epochs = 1
+[eval]
+ks = [12, 50]
+metric = "recall@50"
+"#,
+    );
+    let sr = write(
+        d,
+        "sr.toml",
+        r#"
+seed = 2
+device = "flex"
+[data]
+split = "last-week"
+max_len = 10
+[model]
+d_model = 16
+n_heads = 2
+n_layers = 1
+d_ff = 32
+[train]
+batch_size = 128
+epochs = 1
+[eval]
+ks = [12]
+metric = "map@12"
+"#,
+    );
+    let pipeline = |ranker_lr: &str| {
+        format!(
+            r#"
+name = "tiny"
+submission = true
+[data]
+synth = "{}"
+[retrieval]
+experiment = "{}"
+[ranker]
+experiment = "{}"
+set = ["optim.lr={ranker_lr}"]
+[candidates]
+two_tower = 20
+[objective]
+kind = "purchase"
+"#,
+            synth.display(),
+            tt.display(),
+            sr.display()
+        )
+    };
+    let cfg_path = write(d, "p.toml", &pipeline("0.001"));
+    let cfg = PipelineConfig::load(&cfg_path).unwrap();
+    let (run_dir, report) = (d.join("run"), d.join("report"));
+    let first = run(&cfg, &run_dir, &report).unwrap();
+    let ran: Vec<(&str, bool)> = first
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str(), s.reused))
+        .collect();
+    assert_eq!(
+        ran,
+        [
+            ("data", false),
+            ("baselines", false),
+            ("retrieval", false),
+            ("ranker", false),
+            ("rank", false),
+            ("submission", false)
+        ]
+    );
+    let results = std::fs::read_to_string(report.join("results.md")).unwrap();
+    assert!(
+        results.contains("candidates ranked by tiny-ranker"),
+        "{results}"
+    );
+    assert!(results.contains("A/B against the best baseline"));
+    let sub = std::fs::read_to_string(first.submission.as_ref().unwrap()).unwrap();
+    assert_eq!(sub.lines().count(), 2000 + 1);
+    let bytes = |p: &Path| std::fs::read(p).unwrap();
+    let sub_bytes = bytes(first.submission.as_ref().unwrap());
+
+    // Unchanged: everything reused, nothing rewritten.
+    let again = run(&cfg, &run_dir, &report).unwrap();
+    assert!(again.steps.iter().all(|s| s.reused), "{:?}", again.steps);
+    assert_eq!(bytes(again.submission.as_ref().unwrap()), sub_bytes);
+
+    // A ranker change reruns the ranker and what reads it, not retrieval.
+    std::fs::write(&cfg_path, pipeline("0.002")).unwrap();
+    let cfg = PipelineConfig::load(&cfg_path).unwrap();
+    let third = run(&cfg, &run_dir, &report).unwrap();
+    let reused: Vec<(&str, bool)> = third
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str(), s.reused))
+        .collect();
+    assert_eq!(
+        reused,
+        [
+            ("data", true),
+            ("baselines", true),
+            ("retrieval", true),
+            ("ranker", false),
+            ("rank", false),
+            ("submission", false)
+        ]
+    );
+}

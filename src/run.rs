@@ -183,17 +183,20 @@ struct Steps {
 }
 
 impl Steps {
-    /// Runs `f` unless `name` already ran with inputs hashing to `h`.
+    /// Runs `f` unless `name` already ran with inputs hashing to `h` and
+    /// its `outputs` are all still there.
     fn run<T: Serialize + DeserializeOwned>(
         &mut self,
         name: &str,
         h: &str,
+        outputs: &[&Path],
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         let path = self.dir.join(format!("{name}.json"));
         if let Ok(bytes) = std::fs::read(&path)
             && let Ok(rec) = serde_json::from_slice::<Record<T>>(&bytes)
             && rec.hash == h
+            && outputs.iter().all(|o| o.exists())
         {
             eprintln!(
                 "[{name}] unchanged, reused ({:.1}s when it ran)",
@@ -285,7 +288,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
         (None, Some(r)) => (hash(&["raw", &hash_dir(r)?]), r.clone()),
         (None, None) => return Err(Error::Config("no data.raw or data.synth".into())),
     };
-    let data_hash = steps.run("data", &hash(&["data", &source_hash]), || {
+    let data_hash = steps.run("data", &hash(&["data", &source_hash]), &[&cache], || {
         if let Some(s) = &cfg.data.synth {
             let sc = crate::synth::SynthConfig::from_toml_file(s)?;
             crate::synth::generate(&sc, &raw)?;
@@ -296,7 +299,8 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     let ds = crate::cache::read(&cache)?;
 
     let baseline_hash = hash(&["baselines", &data_hash, &td.to_string()]);
-    steps.run("baselines", &baseline_hash, || {
+    let baseline_file = report_dir.join(format!("baselines-{}-last-week.md", ds.meta.name));
+    steps.run("baselines", &baseline_hash, &[&baseline_file], || {
         let out = crate::pipeline::run_baselines(
             &ds,
             &crate::pipeline::BaselineOptions {
@@ -321,6 +325,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     let tt_hash = steps.run(
         "retrieval",
         &hash(&["retrieval", &data_hash, &tt_exp.to_toml()]),
+        &[&tt_bundle],
         || train_and_export(&tt_exp, &run_dir.join("retrieval"), &tt_bundle),
     )?;
     let rk_exp = stage_experiment(
@@ -333,6 +338,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     let rk_hash = steps.run(
         "ranker",
         &hash(&["ranker", &data_hash, &rk_exp.to_toml()]),
+        &[&rk_bundle],
         || train_and_export(&rk_exp, &run_dir.join("ranker"), &rk_bundle),
     )?;
 
@@ -345,7 +351,8 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
         &serve_cfg,
         &td.to_string(),
     ]);
-    steps.run("rank", &rank_hash, || {
+    let results = report_dir.join("results.md");
+    steps.run("rank", &rank_hash, &[&results], || {
         let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
         let sources = crate::candidates::test_period_report(&ds, td, &cfg.candidates, retrieval)?;
         let (table, per) = crate::rank::rank_test_period(
@@ -380,29 +387,34 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
 
     let submission = if cfg.submission {
         let path = run_dir.join("submission.csv");
-        steps.run("submission", &hash(&["submission", &rank_hash]), || {
-            let all = crate::split::time_order(&ds);
-            let end = all.last().map(|&r| ds.day(r)).unwrap_or(0);
-            let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
-            let ranker = Ranker::new(
-                &ds,
-                &all,
-                end + 1,
-                &cfg.candidates,
-                retrieval,
-                &rk_bundle,
-                cfg.objective.kind,
-                cfg.objective.alpha,
-            )?;
-            let check = crate::submit::write_submission(&ds, &path, 8192, |chunk| {
-                Ok(ranker
-                    .rank(chunk)?
-                    .into_iter()
-                    .map(|(ranked, _)| ranked)
-                    .collect())
-            })?;
-            Ok(check.rows)
-        })?;
+        steps.run(
+            "submission",
+            &hash(&["submission", &rank_hash]),
+            &[&path],
+            || {
+                let all = crate::split::time_order(&ds);
+                let end = all.last().map(|&r| ds.day(r)).unwrap_or(0);
+                let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
+                let ranker = Ranker::new(
+                    &ds,
+                    &all,
+                    end + 1,
+                    &cfg.candidates,
+                    retrieval,
+                    &rk_bundle,
+                    cfg.objective.kind,
+                    cfg.objective.alpha,
+                )?;
+                let check = crate::submit::write_submission(&ds, &path, 8192, |chunk| {
+                    Ok(ranker
+                        .rank(chunk)?
+                        .into_iter()
+                        .map(|(ranked, _)| ranked)
+                        .collect())
+                })?;
+                Ok(check.rows)
+            },
+        )?;
         Some(path)
     } else {
         None

@@ -128,6 +128,18 @@ kind = "purchase"
     assert!(again.steps.iter().all(|s| s.reused), "{:?}", again.steps);
     assert_eq!(bytes(again.submission.as_ref().unwrap()), sub_bytes);
 
+    // A missing output is made again, even with unchanged inputs.
+    std::fs::remove_file(again.submission.as_ref().unwrap()).unwrap();
+    let fourth = run(&cfg, &run_dir, &report).unwrap();
+    let rerun: Vec<&str> = fourth
+        .steps
+        .iter()
+        .filter(|s| !s.reused)
+        .map(|s| s.step.as_str())
+        .collect();
+    assert_eq!(rerun, ["submission"]);
+    assert_eq!(bytes(fourth.submission.as_ref().unwrap()), sub_bytes);
+
     // A ranker change reruns the ranker and what reads it, not retrieval.
     std::fs::write(&cfg_path, pipeline("0.002")).unwrap();
     let cfg = PipelineConfig::load(&cfg_path).unwrap();

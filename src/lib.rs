@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod plot;
 pub mod rank;
 pub mod report;
 pub mod resources;

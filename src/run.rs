@@ -232,6 +232,57 @@ impl Steps {
     }
 }
 
+/// The report's charts: each model's validation metric per epoch, and the
+/// recall of each candidate source and their union.
+fn plots(run_dir: &Path, report_dir: &Path, tt: &Experiment, rk: &Experiment) -> Result<()> {
+    let mut series = Vec::new();
+    for (stage, exp) in [("retrieval", tt), ("ranker", rk)] {
+        let (metric, k) = exp.selection_metric()?;
+        let state = crate::train::checkpoint::read_state(&run_dir.join(stage).join("best"))?;
+        let points: Vec<(f64, f64)> = state
+            .history
+            .iter()
+            .filter_map(|h| {
+                let v = h.valid.as_ref()?.get(exp.eval.select_masked, &metric, k)?;
+                Some((h.epoch as f64, v))
+            })
+            .collect();
+        series.push((format!("{stage}: valid {metric}@{k}"), points));
+    }
+    let svg = crate::plot::line_chart("Validation metric per epoch", "epoch", "value", &series);
+    crate::fsutil::write_atomic(report_dir.join("validation.svg"), svg.as_bytes())?;
+    let json = report_dir.join("results.json");
+    let bytes = std::fs::read(&json).map_err(|e| Error::io(&json, e))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&json, e.to_string()))?;
+    let mut bars: Vec<(String, f64)> = v["extra"]["candidates"]["sources"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| s[2].as_f64().unwrap_or(0.0) > 0.0)
+                .map(|s| {
+                    (
+                        s[0].as_str().unwrap_or("").to_string(),
+                        s[1].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    bars.push((
+        "union".into(),
+        v["extra"]["candidates"]["union_recall"]
+            .as_f64()
+            .unwrap_or(0.0),
+    ));
+    let svg = crate::plot::bar_chart(
+        "Recall of the test week's purchases by candidate source",
+        "recall",
+        &bars,
+    );
+    crate::fsutil::write_atomic(report_dir.join("candidates.svg"), svg.as_bytes())
+}
+
 /// A model stage's resolved experiment: its file and overrides, with the
 /// run's cache and directories.
 fn stage_experiment(
@@ -434,8 +485,10 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
                 .unwrap_or_else(|| "-".into())
         );
     }
+    stages += "\n![validation metric per epoch](validation.svg)\n\n![candidate recall by source](candidates.svg)\n";
     let report = report_dir.join("stages.md");
     crate::fsutil::write_atomic(&report, stages.as_bytes())?;
+    plots(run_dir, report_dir, &tt_exp, &rk_exp)?;
     Ok(PipelineOutcome {
         run_dir: run_dir.to_path_buf(),
         steps: steps.reports,

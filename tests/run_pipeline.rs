@@ -118,6 +118,10 @@ kind = "purchase"
         "{results}"
     );
     assert!(results.contains("A/B against the best baseline"));
+    for chart in ["validation.svg", "candidates.svg"] {
+        let svg = std::fs::read_to_string(report.join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline") == (chart == "validation.svg"));
+    }
     let sub = std::fs::read_to_string(first.submission.as_ref().unwrap()).unwrap();
     assert_eq!(sub.lines().count(), 2000 + 1);
     let bytes = |p: &Path| std::fs::read(p).unwrap();

@@ -334,7 +334,10 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     let (source_hash, raw) = match (&cfg.data.synth, &cfg.data.raw) {
         (Some(s), _) => {
             let text = std::fs::read_to_string(s).map_err(|e| Error::io(s, e))?;
-            (hash(&["synth", &text]), run_dir.join("raw"))
+            // The directory's name becomes the dataset's name in reports.
+            let stem = s.file_stem().map(|n| n.to_string_lossy().into_owned());
+            let dir = run_dir.join(stem.unwrap_or_else(|| "data".into()));
+            (hash(&["synth", &text, &dir.to_string_lossy()]), dir)
         }
         (None, Some(r)) => (hash(&["raw", &hash_dir(r)?]), r.clone()),
         (None, None) => return Err(Error::Config("no data.raw or data.synth".into())),
@@ -402,44 +405,53 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
         &serve_cfg,
         &td.to_string(),
     ]);
+    // Configs sharing a name share trained models, but each report has its
+    // own ranking and submission.
+    let report_name = cfg.report.clone().unwrap_or_else(|| cfg.name.clone());
     let results = report_dir.join("results.md");
-    steps.run("rank", &rank_hash, &[&results], || {
-        let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
-        let sources = crate::candidates::test_period_report(&ds, td, &cfg.candidates, retrieval)?;
-        let (table, per) = crate::rank::rank_test_period(
-            &ds,
-            td,
-            &cfg.candidates,
-            retrieval,
-            &rk_bundle,
-            cfg.objective.kind,
-            cfg.objective.alpha,
-        )?;
-        // A/B: the pipeline (row 0) against the best baseline on MAP@12.
-        let best = (2..per.len())
-            .max_by(|&a, &b| {
-                table.rows[a].metrics[0]
-                    .map
-                    .total_cmp(&table.rows[b].metrics[0].map)
-            })
-            .unwrap_or(2);
-        let ab = crate::compare::compare(&per[best], &per[0], 2000, 42)?;
-        let mut t = table;
-        t.notes = format!(
-            "## Candidate sources\n\n{}\n## A/B against the best baseline\n\n{}",
-            sources.markdown(),
-            ab.markdown().replacen("# ", "### ", 1)
-        );
-        t.extra = serde_json::json!({ "candidates": sources, "ab": ab });
-        std::fs::create_dir_all(report_dir).map_err(|e| Error::io(report_dir, e))?;
-        t.write(report_dir, "results")?;
-        Ok(t.rows[0].metrics[0].map)
-    })?;
+    steps.run(
+        &format!("rank-{report_name}"),
+        &rank_hash,
+        &[&results],
+        || {
+            let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
+            let sources =
+                crate::candidates::test_period_report(&ds, td, &cfg.candidates, retrieval)?;
+            let (table, per) = crate::rank::rank_test_period(
+                &ds,
+                td,
+                &cfg.candidates,
+                retrieval,
+                &rk_bundle,
+                cfg.objective.kind,
+                cfg.objective.alpha,
+            )?;
+            // A/B: the pipeline (row 0) against the best baseline on MAP@12.
+            let best = (2..per.len())
+                .max_by(|&a, &b| {
+                    table.rows[a].metrics[0]
+                        .map
+                        .total_cmp(&table.rows[b].metrics[0].map)
+                })
+                .unwrap_or(2);
+            let ab = crate::compare::compare(&per[best], &per[0], 2000, 42)?;
+            let mut t = table;
+            t.notes = format!(
+                "## Candidate sources\n\n{}\n## A/B against the best baseline\n\n{}",
+                sources.markdown(),
+                ab.markdown().replacen("# ", "### ", 1)
+            );
+            t.extra = serde_json::json!({ "candidates": sources, "ab": ab });
+            std::fs::create_dir_all(report_dir).map_err(|e| Error::io(report_dir, e))?;
+            t.write(report_dir, "results")?;
+            Ok(t.rows[0].metrics[0].map)
+        },
+    )?;
 
     let submission = if cfg.submission {
-        let path = run_dir.join("submission.csv");
+        let path = run_dir.join(format!("submission-{report_name}.csv"));
         steps.run(
-            "submission",
+            &format!("submission-{report_name}"),
             &hash(&["submission", &rank_hash]),
             &[&path],
             || {

@@ -108,8 +108,8 @@ kind = "purchase"
             ("baselines", false),
             ("retrieval", false),
             ("ranker", false),
-            ("rank", false),
-            ("submission", false)
+            ("rank-tiny", false),
+            ("submission-tiny", false)
         ]
     );
     let results = std::fs::read_to_string(report.join("results.md")).unwrap();
@@ -141,7 +141,7 @@ kind = "purchase"
         .filter(|s| !s.reused)
         .map(|s| s.step.as_str())
         .collect();
-    assert_eq!(rerun, ["submission"]);
+    assert_eq!(rerun, ["submission-tiny"]);
     assert_eq!(bytes(fourth.submission.as_ref().unwrap()), sub_bytes);
 
     // A ranker change reruns the ranker and what reads it, not retrieval.
@@ -160,8 +160,8 @@ kind = "purchase"
             ("baselines", true),
             ("retrieval", true),
             ("ranker", false),
-            ("rank", false),
-            ("submission", false)
+            ("rank-tiny", false),
+            ("submission-tiny", false)
         ]
     );
 }

@@ -53,9 +53,9 @@ fn flops(n: f64, d: f64, ff: f64, layers: f64, items: f64) -> f64 {
 /// prepared cache, in customer order.
 fn lengths_from(cache: &std::path::Path, len: usize) -> Result<Vec<usize>> {
     let ds = recforge::cache::read(cache)?;
-    let hist = recforge::serve::Histories::build(&ds);
+    let hist = recforge::serve::Histories::of_all(&ds);
     Ok((1..ds.users.len() as u32)
-        .map(|u| hist.of(u).0.len().min(len))
+        .map(|u| hist.all(u).0.len().min(len))
         .filter(|&n| n > 0)
         .collect())
 }

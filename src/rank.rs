@@ -76,7 +76,8 @@ pub struct Ranker {
     server: Server,
     hist: Histories,
     sources: Generator,
-    retrieval: Option<(Server, Histories)>,
+    /// The two-tower server for the two-tower source (same history).
+    retrieval: Option<Server>,
     two_tower: usize,
     /// ln(price)·alpha per item for the revenue objective (0 for purchase).
     bonus: Vec<f32>,
@@ -106,9 +107,9 @@ impl Ranker {
                 ranker.display()
             )));
         }
-        let hist = Histories::build(&past);
+        let hist = Histories::of_all(&past);
         let retrieval = match retrieval {
-            Some(b) if cfg.two_tower > 0 => Some((Server::new(b, &past)?, Histories::build(&past))),
+            Some(b) if cfg.two_tower > 0 => Some(Server::new(b, &past)?),
             _ => None,
         };
         let prices = mean_prices(ds, history);
@@ -146,10 +147,10 @@ impl Ranker {
     /// the whole catalogue). Searches are batched over the chunk.
     pub fn rank(&self, users: &[u32]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
         let tt: Option<Vec<Vec<u32>>> = match &self.retrieval {
-            Some((server, hist)) => Some(top_lists(
+            Some(server) => Some(top_lists(
                 server,
                 &self.past,
-                hist,
+                &self.hist,
                 users,
                 self.day,
                 self.two_tower,
@@ -311,8 +312,9 @@ fn fill(list: &mut Vec<u32>, popular: &[u32]) {
     }
 }
 
-/// Each customer's top `k` (dataset items) from a served bundle as of `day`.
-fn top_lists(
+/// Each customer's top `k` (dataset items) from a served bundle as of
+/// `day`; empty for a customer without history.
+pub fn top_lists(
     server: &Server,
     past: &Dataset,
     hist: &Histories,
@@ -350,6 +352,6 @@ pub fn two_tower_lists(
     k: usize,
 ) -> Result<Vec<Vec<u32>>> {
     let server = Server::new(bundle, past)?;
-    let hist = Histories::build(past);
+    let hist = Histories::of_all(past);
     top_lists(&server, past, &hist, &targets.users, day, k)
 }

@@ -113,6 +113,9 @@ impl PipelineConfig {
 struct Record<T> {
     hash: String,
     wall_s: f64,
+    /// Peak resident memory of the process when the step finished.
+    #[serde(default)]
+    peak_rss_mib: Option<f64>,
     value: T,
 }
 
@@ -206,7 +209,7 @@ impl Steps {
                 step: name.into(),
                 reused: true,
                 wall_s: rec.wall_s,
-                peak_rss_mib: None,
+                peak_rss_mib: rec.peak_rss_mib,
             });
             return Ok(rec.value);
         }
@@ -217,6 +220,7 @@ impl Steps {
         let rec = Record {
             hash: h.to_string(),
             wall_s,
+            peak_rss_mib: peak_rss_mib(),
             value,
         };
         let bytes =
@@ -226,7 +230,7 @@ impl Steps {
             step: name.into(),
             reused: false,
             wall_s,
-            peak_rss_mib: peak_rss_mib(),
+            peak_rss_mib: rec.peak_rss_mib,
         });
         Ok(rec.value)
     }
@@ -305,6 +309,27 @@ fn stage_experiment(
     Ok(exp)
 }
 
+/// The step of one model stage (`label` = retrieval or ranker): its
+/// resolved experiment, its bundle, and the bundle's hash.
+fn model_stage(
+    steps: &mut Steps,
+    run_dir: &Path,
+    cache: &Path,
+    data_hash: &str,
+    name: &str,
+    (label, stage, kind): (&str, &Stage, ModelKind),
+) -> Result<(Experiment, PathBuf, String)> {
+    let exp = stage_experiment(stage, cache, &format!("{name}-{label}"), kind)?;
+    let bundle = run_dir.join("models").join(label);
+    let h = steps.run(
+        label,
+        &hash(&[label, data_hash, &exp.to_toml()]),
+        &[&bundle],
+        || train_and_export(&exp, &run_dir.join(label), &bundle),
+    )?;
+    Ok((exp, bundle, h))
+}
+
 /// Trains (fresh) and exports one model stage; returns the bundle's hash.
 fn train_and_export(exp: &Experiment, run: &Path, bundle: &Path) -> Result<String> {
     if run.exists() {
@@ -369,31 +394,21 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
         Ok(out.best.name().to_string())
     })?;
 
-    let tt_exp = stage_experiment(
-        &cfg.retrieval,
+    let (tt_exp, tt_bundle, tt_hash) = model_stage(
+        &mut steps,
+        run_dir,
         &cache,
-        &format!("{}-retrieval", cfg.name),
-        ModelKind::TwoTower,
+        &data_hash,
+        &cfg.name,
+        ("retrieval", &cfg.retrieval, ModelKind::TwoTower),
     )?;
-    let tt_bundle = run_dir.join("models/retrieval");
-    let tt_hash = steps.run(
-        "retrieval",
-        &hash(&["retrieval", &data_hash, &tt_exp.to_toml()]),
-        &[&tt_bundle],
-        || train_and_export(&tt_exp, &run_dir.join("retrieval"), &tt_bundle),
-    )?;
-    let rk_exp = stage_experiment(
-        &cfg.ranker,
+    let (rk_exp, rk_bundle, rk_hash) = model_stage(
+        &mut steps,
+        run_dir,
         &cache,
-        &format!("{}-ranker", cfg.name),
-        ModelKind::Sasrec,
-    )?;
-    let rk_bundle = run_dir.join("models/ranker");
-    let rk_hash = steps.run(
-        "ranker",
-        &hash(&["ranker", &data_hash, &rk_exp.to_toml()]),
-        &[&rk_bundle],
-        || train_and_export(&rk_exp, &run_dir.join("ranker"), &rk_bundle),
+        &data_hash,
+        &cfg.name,
+        ("ranker", &cfg.ranker, ModelKind::Sasrec),
     )?;
 
     let serve_cfg = serde_json::to_string(&(&cfg.candidates, &cfg.objective)).expect("serialises");
@@ -484,7 +499,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     };
 
     let mut stages = String::from(
-        "## Stages\n\n| step | reused | wall s | peak RSS MiB |\n|---|---|---:|---:|\n",
+        "## Stages\n\nWall time and peak memory of each step when it ran (reused steps: from their record).\n\n| step | reused | wall s | peak RSS MiB |\n|---|---|---:|---:|\n",
     );
     for s in &steps.reports {
         stages += &format!(

@@ -35,42 +35,9 @@ pub struct Server {
     pub new_articles: usize,
 }
 
-/// Each customer's purchases (dataset item, day) in time order.
-pub struct Histories {
-    off: Vec<usize>,
-    items: Vec<u32>,
-    days: Vec<i64>,
-}
-
-impl Histories {
-    pub fn build(ds: &Dataset) -> Self {
-        let rows = crate::split::time_order(ds);
-        let n = ds.users.len();
-        let mut off = vec![0usize; n + 1];
-        for &r in &rows {
-            off[ds.inter.user[r] as usize + 1] += 1;
-        }
-        for u in 0..n {
-            off[u + 1] += off[u];
-        }
-        let mut fill = off.clone();
-        let mut items = vec![0u32; rows.len()];
-        let mut days = vec![0i64; rows.len()];
-        for &r in &rows {
-            let u = ds.inter.user[r] as usize;
-            items[fill[u]] = ds.inter.item[r];
-            days[fill[u]] = ds.day(r);
-            fill[u] += 1;
-        }
-        Histories { off, items, days }
-    }
-
-    pub fn of(&self, user: u32) -> (&[u32], &[i64]) {
-        let u = user as usize;
-        let r = self.off[u]..self.off[u + 1];
-        (&self.items[r.clone()], &self.days[r])
-    }
-}
+/// Each customer's purchases (dataset item, day) in time order; build it
+/// with `Histories::of_all`.
+pub use crate::train::tower_data::Timeline as Histories;
 
 impl Server {
     pub fn new(bundle_dir: &Path, ds: &Dataset) -> Result<Self> {
@@ -191,9 +158,7 @@ impl Server {
         user: u32,
         day: i64,
     ) -> Result<Option<Vec<f32>>> {
-        let (items, days) = hist.of(user);
-        let end = days.partition_point(|&d| d < day);
-        let (items, days) = (&items[..end], &days[..end]);
+        let (items, days) = hist.before(user, day);
         if items.is_empty() {
             return Ok(None);
         }

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::baseline::{self, Fitted, Kind};
@@ -46,7 +45,7 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
         )));
     }
     let server = Server::new(&opt.bundle, &ds)?;
-    let hist = Histories::build(&ds);
+    let hist = Histories::of_all(&ds);
     let rows = crate::split::time_order(&ds);
     let end = rows.last().map(|&r| ds.day(r)).unwrap_or(0);
     let serve_day = end + 1;
@@ -74,28 +73,17 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
             "fewer than {K} servable articles for the cold-start list"
         )));
     }
-    let d = server.d_model();
     let mut cold_n = 0;
     let check = write_submission(&ds, &opt.out, opt.chunk, |chunk| {
-        let queries: Vec<Option<Vec<f32>>> = chunk
-            .par_iter()
-            .map(|&u| server.query(&ds, &hist, u, serve_day))
-            .collect::<Result<_>>()?;
-        let warm: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
-        debug_assert_eq!(warm.len() % d, 0);
-        let mut found = snap.recommend(&warm, K, &[])?.into_iter();
-        Ok(queries
-            .iter()
-            .map(|q| match q {
-                Some(_) => found
-                    .next()
-                    .expect("one list per query")
-                    .into_iter()
-                    .map(|(p, _)| server.data_item[p as usize])
-                    .collect(),
-                None => {
+        let lists = crate::rank::top_lists(&server, &ds, &hist, chunk, serve_day, K)?;
+        Ok(lists
+            .into_iter()
+            .map(|l| {
+                if l.is_empty() {
                     cold_n += 1;
                     cold.clone()
+                } else {
+                    l
                 }
             })
             .collect())

@@ -140,16 +140,16 @@ fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
     let Model::SasRec(infer) = &server.model else {
         panic!("a SASRec bundle")
     };
-    let hist = Histories::build(ds);
+    let hist = Histories::of_all(ds);
     let users: Vec<u32> = (1..ds.users.len() as u32)
-        .filter(|&u| !hist.of(u).0.is_empty())
+        .filter(|&u| !hist.all(u).0.is_empty())
         .take(40)
         .collect();
     let n = ds.items.len();
     let d = infer.d_model();
     let mut worst_diff = 0f32;
     for &u in &users {
-        let h = hist.of(u).0;
+        let h = hist.all(u).0;
         let (len, inputs) = recforge::seq::history_batch(&[h], exp.data.max_len);
         let inputs = Tensor::<2, Int>::from_data(TensorData::new(inputs, [1, len]), &dev);
         let want: Vec<f32> = model
@@ -206,7 +206,7 @@ fn tower_parity(exp: &Experiment, run: &Path, bundle: &Path) {
         .collect();
     let item_diff = worst(&items[d..], &served);
     assert!(item_diff <= 1e-4, "item vectors differ by {item_diff}");
-    let hist = Histories::build(ds);
+    let hist = Histories::of_all(ds);
     let (states, users) = task.test_user_vectors(&model, &dev);
     let mut user_diff = 0f32;
     for (r, &(u, day)) in states.iter().enumerate().take(60) {
@@ -229,7 +229,7 @@ fn tower_parity(exp: &Experiment, run: &Path, bundle: &Path) {
                 assert_eq!(top12(&score(want)), top12(&score(&got)), "customer {u}");
             }
             // Served customers without history get the cold-start list.
-            None => assert!(hist.of(u).1.iter().all(|&x| x >= day)),
+            None => assert!(hist.all(u).1.iter().all(|&x| x >= day)),
         }
     }
     eprintln!("two-tower parity: worst item {item_diff:.2e}, customer {user_diff:.2e}");

@@ -273,6 +273,18 @@ impl Timeline {
         Timeline { off, items, days }
     }
 
+    /// Every purchase of the dataset, in time order.
+    pub fn of_all(ds: &Dataset) -> Self {
+        Self::build(ds, &crate::split::time_order(ds))
+    }
+
+    /// All of a customer's purchases: (items, days).
+    pub fn all(&self, user: u32) -> (&[u32], &[i64]) {
+        let u = user as usize;
+        let r = self.off[u]..self.off[u + 1];
+        (&self.items[r.clone()], &self.days[r])
+    }
+
     /// Purchases strictly before `day`: same-day purchases are the basket
     /// being predicted, never its context.
     pub fn before(&self, user: u32, day: i64) -> (&[u32], &[i64]) {

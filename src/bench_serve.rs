@@ -29,6 +29,17 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// burn-flex's scores of every item for right-aligned inputs `[b, l]`,
+/// read back: `b` rows of `items` values.
+fn burn_scores(model: &recforge::model::SasRec, inputs: Tensor<2, Int>) -> Vec<f32> {
+    model
+        .score_next(inputs)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("scores are f32")
+}
+
 /// Clock of core 0 in GHz, from /proc/cpuinfo (2.5 when unknown).
 fn ghz() -> f64 {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -143,12 +154,7 @@ pub fn run(
                 let t = Instant::now();
                 let ids: Vec<i64> = h.iter().map(|&x| i64::from(x)).collect();
                 let inputs = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, len]), &dev);
-                let scores: Vec<f32> = model
-                    .score_next(inputs)
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .expect("f32");
+                let scores = burn_scores(&model, inputs);
                 let mut top = Vec::new();
                 top_k(&scores, 1, K, &[], &mut top);
                 lat_b.push(t.elapsed().as_secs_f64() * 1e3);
@@ -216,12 +222,7 @@ pub fn run(
         let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
         let (l, ids) = recforge::seq::history_batch(&refs, len);
         let inputs = Tensor::<2, Int>::from_data(TensorData::new(ids, [chunk.len(), l]), &dev);
-        let scores: Vec<f32> = model
-            .score_next(inputs)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32");
+        let scores = burn_scores(&model, inputs);
         let lists: Vec<Vec<u32>> = scores
             .par_chunks(items)
             .map(|row| {

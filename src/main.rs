@@ -517,7 +517,11 @@ fn run(cli: Cli) -> Result<()> {
                 other => anyhow::bail!("--objective `{other}`: expected purchase or revenue"),
             };
             let ds = recforge::serve::load_data(&data)?;
-            let (t, per) = recforge::rank::rank_test_period(
+            let recforge::rank::TestPeriod {
+                table: t,
+                per_customer: per,
+                ..
+            } = recforge::rank::rank_test_period(
                 &ds,
                 target_days,
                 &cfg,

@@ -143,9 +143,10 @@ impl Ranker {
         })
     }
 
-    /// For each of `users`: (its candidates ranked, top K of the ranker over
-    /// the whole catalogue). Searches are batched over the chunk.
-    pub fn rank(&self, users: &[u32]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
+    /// For each of `users`: its candidates, their top K as ranked, and the
+    /// ranker's top K over the whole catalogue. Searches are batched over
+    /// the chunk.
+    pub fn rank(&self, users: &[u32]) -> Result<Vec<Ranked>> {
         let tt: Option<Vec<Vec<u32>>> = match &self.retrieval {
             Some(server) => Some(top_lists(
                 server,
@@ -187,7 +188,11 @@ impl Ranker {
                     // No history: the candidates' own order (popularity first).
                     let mut l: Vec<u32> = cands.iter().map(|c| c.0).take(K).collect();
                     fill(&mut l, &self.popular);
-                    return (l, self.popular.clone());
+                    return Ranked {
+                        ranked: l,
+                        full: self.popular.clone(),
+                        candidates: cands,
+                    };
                 };
                 let mut scored: Vec<(u32, f32)> = cands
                     .iter()
@@ -203,14 +208,34 @@ impl Ranker {
                 scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                 let mut ranked: Vec<u32> = scored.iter().map(|s| s.0).take(K).collect();
                 fill(&mut ranked, &self.popular);
-                (ranked, full.clone())
+                Ranked {
+                    ranked,
+                    full: full.clone(),
+                    candidates: cands,
+                }
             })
             .collect())
     }
 }
 
-/// The test-period comparison table, and each row's per-customer metrics
-/// (for `recforge compare`).
+/// One customer's lists.
+pub struct Ranked {
+    pub ranked: Vec<u32>,
+    pub full: Vec<u32>,
+    pub candidates: List,
+}
+
+/// What ranking the test period gives.
+pub struct TestPeriod {
+    pub table: Table,
+    /// Each row's per-customer metrics (for `recforge compare`).
+    pub per_customer: Vec<PerCustomer>,
+    /// Recall of the very candidates that were ranked.
+    pub candidates: crate::candidates::RecallReport,
+}
+
+/// The test-period comparison table, each row's per-customer metrics, and
+/// the candidate sources' recall.
 pub fn rank_test_period(
     ds: &Dataset,
     target_days: u32,
@@ -219,7 +244,7 @@ pub fn rank_test_period(
     ranker: &Path,
     objective: Objective,
     alpha: f64,
-) -> Result<(Table, Vec<PerCustomer>)> {
+) -> Result<TestPeriod> {
     let split = crate::split::split(ds, crate::split::SplitKind::LastWeek, target_days)?;
     let history = split.history();
     let targets = Targets::from_rows(ds, &split.test);
@@ -256,11 +281,11 @@ pub fn rank_test_period(
     let name = server.bundle.manifest.name.clone();
     add(
         format!("candidates ranked by {name} ({objective:?})"),
-        lists.iter().map(|l| l.0.clone()).collect(),
+        lists.iter().map(|l| l.ranked.clone()).collect(),
     );
     add(
         format!("{name} over the whole catalogue"),
-        lists.iter().map(|l| l.1.clone()).collect(),
+        lists.iter().map(|l| l.full.clone()).collect(),
     );
     for kind in Kind::ALL {
         let picks = targets
@@ -297,7 +322,12 @@ Customers without history get the candidates' own order (popularity first).",
         notes: String::new(),
         extra: serde_json::Value::Null,
     };
-    Ok((table, per))
+    let cands: Vec<List> = lists.into_iter().map(|l| l.candidates).collect();
+    Ok(TestPeriod {
+        table,
+        per_customer: per,
+        candidates: crate::candidates::recall(&targets, &cands),
+    })
 }
 
 /// Pads `list` to K with `popular` items it lacks.

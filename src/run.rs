@@ -424,15 +424,17 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     // own ranking and submission.
     let report_name = cfg.report.clone().unwrap_or_else(|| cfg.name.clone());
     let results = report_dir.join("results.md");
+    let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
     steps.run(
         &format!("rank-{report_name}"),
         &rank_hash,
         &[&results],
         || {
-            let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
-            let sources =
-                crate::candidates::test_period_report(&ds, td, &cfg.candidates, retrieval)?;
-            let (table, per) = crate::rank::rank_test_period(
+            let crate::rank::TestPeriod {
+                table,
+                per_customer: per,
+                candidates: sources,
+            } = crate::rank::rank_test_period(
                 &ds,
                 td,
                 &cfg.candidates,
@@ -472,7 +474,6 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
             || {
                 let all = crate::split::time_order(&ds);
                 let end = all.last().map(|&r| ds.day(r)).unwrap_or(0);
-                let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
                 let ranker = Ranker::new(
                     &ds,
                     &all,
@@ -484,11 +485,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
                     cfg.objective.alpha,
                 )?;
                 let check = crate::submit::write_submission(&ds, &path, 8192, |chunk| {
-                    Ok(ranker
-                        .rank(chunk)?
-                        .into_iter()
-                        .map(|(ranked, _)| ranked)
-                        .collect())
+                    Ok(ranker.rank(chunk)?.into_iter().map(|r| r.ranked).collect())
                 })?;
                 Ok(check.rows)
             },

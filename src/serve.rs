@@ -33,6 +33,8 @@ pub struct Server {
     vectors: Vec<f32>,
     /// Articles of the dataset the model never saw, embedded from attributes.
     pub new_articles: usize,
+    /// Two-tower: how the dataset's customer attributes become codes.
+    user_codes: Vec<UserCode>,
 }
 
 /// Each customer's purchases (dataset item, day) in time order; build it
@@ -126,6 +128,7 @@ impl Server {
             .collect();
         let pool = ItemPool::new(d, pool_ids, articles, pool_vecs)?;
         Ok(Server {
+            user_codes: UserCode::all(&bundle, ds),
             new_articles: new_items.len(),
             bundle,
             model,
@@ -188,7 +191,8 @@ impl Server {
                     }
                     Some(p)
                 };
-                let codes = vec![user_codes(&self.bundle, ds, user)];
+                let u = user as usize;
+                let codes = vec![self.user_codes.iter().map(|c| c.code(ds, u)).collect()];
                 Ok(Some(t.user_vectors(&codes, pooled.as_deref())?))
             }
         }
@@ -216,15 +220,57 @@ pub fn feature_codes(bundle: &Bundle, ds: &Dataset, di: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The bundle's attribute codes of dataset customer `user`.
-pub fn user_codes(bundle: &Bundle, ds: &Dataset, user: u32) -> Vec<u32> {
-    let u = user as usize;
-    bundle
-        .manifest
-        .user_features
-        .iter()
-        .map(|f| match &f.spec {
-            UserFeatureSpec::AgeBucket { edges, .. } => {
+/// How one customer attribute of the dataset becomes the bundle's code.
+enum UserCode {
+    /// Age in years, bucketed at these edges (1 + bucket; 0 = unknown).
+    Age(Vec<f32>),
+    /// Dataset column `name`: `map[c]` is the bundle's code of the
+    /// column's code c, translated once, so serving a customer does no
+    /// string work.
+    Column { name: String, map: Vec<u32> },
+    /// A column the dataset lacks: always "unknown".
+    Missing,
+}
+
+impl UserCode {
+    /// The translation of every customer attribute the bundle reads.
+    fn all(bundle: &Bundle, ds: &Dataset) -> Vec<UserCode> {
+        bundle
+            .manifest
+            .user_features
+            .iter()
+            .map(|f| {
+                let Some(col) = ds.users.feature(&f.name) else {
+                    return match &f.spec {
+                        UserFeatureSpec::AgeBucket { edges, .. } => UserCode::Age(edges.clone()),
+                        _ => UserCode::Missing,
+                    };
+                };
+                let map = col
+                    .vocab
+                    .iter()
+                    .map(|v| match &f.spec {
+                        _ if v.is_empty() => 0,
+                        UserFeatureSpec::Categorical { vocab } => {
+                            vocab.iter().position(|x| x == v).unwrap_or(0) as u32
+                        }
+                        UserFeatureSpec::Hashed { buckets } => {
+                            1 + (fnv1a(v) % *buckets as u64) as u32
+                        }
+                        UserFeatureSpec::AgeBucket { .. } => 0,
+                    })
+                    .collect();
+                UserCode::Column {
+                    name: f.name.clone(),
+                    map,
+                }
+            })
+            .collect()
+    }
+
+    fn code(&self, ds: &Dataset, u: usize) -> u32 {
+        match self {
+            UserCode::Age(edges) => {
                 let age = ds.age.get(u).copied().unwrap_or(f32::NAN);
                 if age.is_nan() {
                     0
@@ -232,20 +278,15 @@ pub fn user_codes(bundle: &Bundle, ds: &Dataset, user: u32) -> Vec<u32> {
                     1 + edges.iter().position(|&e| age < e).unwrap_or(edges.len()) as u32
                 }
             }
-            UserFeatureSpec::Categorical { vocab } => raw(ds, &f.name, u)
-                .and_then(|v| vocab.iter().position(|x| x == v))
-                .unwrap_or(0) as u32,
-            UserFeatureSpec::Hashed { buckets } => match raw(ds, &f.name, u) {
-                Some(v) if !v.is_empty() => 1 + (fnv1a(v) % *buckets as u64) as u32,
-                _ => 0,
-            },
-        })
-        .collect()
-}
-
-fn raw<'a>(ds: &'a Dataset, name: &str, u: usize) -> Option<&'a str> {
-    let f = ds.users.feature(name)?;
-    Some(f.vocab[*f.codes.get(u)? as usize].as_str())
+            UserCode::Column { name, map } => ds
+                .users
+                .feature(name)
+                .and_then(|f| f.codes.get(u))
+                .and_then(|&c| map.get(c as usize).copied())
+                .unwrap_or(0),
+            UserCode::Missing => 0,
+        }
+    }
 }
 
 /// Reads `dir` as a prepared cache (it has `meta.json`) or as raw files.

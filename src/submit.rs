@@ -58,14 +58,7 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
     fitted.recommend(Kind::DecayedPopular, 0, 10 * K, &mut pop);
     let cold: Vec<u32> = pop
         .into_iter()
-        .filter(|&i| {
-            let p = server.item_of[i as usize];
-            snap.index
-                .ids()
-                .iter()
-                .position(|&x| x == p)
-                .is_some_and(|row| snap.index.available()[row])
-        })
+        .filter(|&i| snap.is_available(server.item_of[i as usize]))
         .take(K)
         .collect();
     if cold.len() < K {

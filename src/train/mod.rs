@@ -106,6 +106,20 @@ pub trait Task {
     fn has_price(&self) -> bool;
 }
 
+/// The experiment's prepared data and its split, which must have a
+/// validation part (model selection reads it).
+pub(crate) fn load_split(exp: &Experiment) -> Result<(crate::data::Dataset, crate::split::Split)> {
+    let ds = crate::cache::read(&exp.data.cache)?;
+    let split = crate::split::split(&ds, exp.data.split, exp.data.target_days)?;
+    if split.valid.is_empty() {
+        return Err(Error::Config(format!(
+            "the {:?} split of `{}` has no validation rows; model selection needs them",
+            exp.data.split, ds.meta.name
+        )));
+    }
+    Ok((ds, split))
+}
+
 /// Trains the experiment's model.
 pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
     exp.validate()?;

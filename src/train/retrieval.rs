@@ -21,7 +21,7 @@ use crate::features::{ItemFeature, item_features};
 use crate::model::{TwoTower, TwoTowerConfig};
 use crate::report::Row;
 use crate::rng::Rng;
-use crate::split::{Split, SplitKind, split};
+use crate::split::{Split, SplitKind};
 
 use super::evaluate::EvalResult;
 use super::tower_data::{
@@ -162,14 +162,7 @@ pub struct Retrieval {
 
 impl Retrieval {
     pub fn prepare(exp: &Experiment) -> Result<Self> {
-        let ds = crate::cache::read(&exp.data.cache)?;
-        let split = split(&ds, exp.data.split, exp.data.target_days)?;
-        if split.valid.is_empty() {
-            return Err(Error::Config(format!(
-                "the {:?} split of `{}` has no validation rows; model selection needs them",
-                exp.data.split, ds.meta.name
-            )));
-        }
+        let (ds, split) = super::load_split(exp)?;
         let feats = item_features(&ds, &split.train, &exp.model)?;
         let items = ItemInputs::build(
             &ds,

@@ -14,7 +14,7 @@ use crate::model::{SasRec, SasRecConfig};
 use crate::report::Row;
 use crate::rng::Rng;
 use crate::seq::{Sequences, Window, train_batch};
-use crate::split::{Split, SplitKind, split};
+use crate::split::{Split, SplitKind};
 
 use super::evaluate::{self, EvalResult};
 use super::{INIT, Task, loss};
@@ -35,14 +35,7 @@ pub(crate) struct Prepared {
 }
 
 pub(crate) fn prepare(exp: &Experiment) -> Result<Prepared> {
-    let ds = crate::cache::read(&exp.data.cache)?;
-    let split = split(&ds, exp.data.split, exp.data.target_days)?;
-    if split.valid.is_empty() {
-        return Err(Error::Config(format!(
-            "the {:?} split of `{}` has no validation rows; model selection needs them",
-            exp.data.split, ds.meta.name
-        )));
-    }
+    let (ds, split) = super::load_split(exp)?;
     let train = Sequences::build(&ds, &split.train);
     let test_history = Sequences::build(&ds, &split.history());
     let valid = Targets::from_rows(&ds, &split.valid);

@@ -21,6 +21,9 @@ pub struct PoolSnapshot {
     names: HashMap<u32, String>,
     /// Pool id of each article id.
     by_name: HashMap<String, u32>,
+    /// Index row of each pool id: updates and availability checks are
+    /// lookups, not scans of a 10^5-row index.
+    rows: HashMap<u32, usize>,
     next_id: u32,
     /// Incremented by every update.
     pub version: u64,
@@ -44,15 +47,16 @@ impl PoolSnapshot {
     }
 
     fn row_of(&self, article: &str) -> Result<usize> {
-        let id = self.id_of(article).ok_or_else(|| {
-            Error::Invalid(format!("article `{article}` is not in the item pool"))
-        })?;
-        Ok(self
-            .index
-            .ids()
-            .iter()
-            .position(|&x| x == id)
-            .expect("pool ids and index rows agree"))
+        self.id_of(article)
+            .and_then(|id| self.rows.get(&id).copied())
+            .ok_or_else(|| Error::Invalid(format!("article `{article}` is not in the item pool")))
+    }
+
+    /// Whether pool id `id` is in the pool and available.
+    pub fn is_available(&self, id: u32) -> bool {
+        self.rows
+            .get(&id)
+            .is_some_and(|&row| self.index.available()[row])
     }
 
     /// Adds an article (or replaces its vector) and makes it available.
@@ -66,6 +70,7 @@ impl PoolSnapshot {
         }
         let id = self.next_id;
         self.index.push(id, vector)?;
+        self.rows.insert(id, self.index.len() - 1);
         self.next_id += 1;
         self.names.insert(id, article.to_string());
         self.by_name.insert(article.to_string(), id);
@@ -82,6 +87,13 @@ impl PoolSnapshot {
         let row = self.row_of(article)?;
         let id = self.index.ids()[row];
         self.index.remove_row(row);
+        // Later rows moved up by one.
+        self.rows.remove(&id);
+        for r in self.rows.values_mut() {
+            if *r > row {
+                *r -= 1;
+            }
+        }
         self.names.remove(&id);
         self.by_name.remove(article);
         Ok(())
@@ -130,12 +142,14 @@ impl ItemPool {
                 "the pool's ids and article ids must be distinct".into(),
             ));
         }
+        let rows = ids.iter().enumerate().map(|(r, &id)| (id, r)).collect();
         let index = ItemIndex::new(dim, ids, vectors)?;
         Ok(ItemPool {
             current: RwLock::new(Arc::new(PoolSnapshot {
                 index,
                 names,
                 by_name,
+                rows,
                 next_id,
                 version: 0,
             })),
@@ -241,8 +255,7 @@ mod tests {
                         let s = p.snapshot();
                         let got = s.recommend(&[1.0, 0.1], 3, &[]).unwrap();
                         for (id, _) in &got[0] {
-                            let row = s.index.ids().iter().position(|x| x == id).unwrap();
-                            assert!(s.index.available()[row], "sold-out article {id} served");
+                            assert!(s.is_available(*id), "sold-out article {id} served");
                         }
                         reads += 1;
                     }

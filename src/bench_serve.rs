@@ -205,10 +205,15 @@ pub fn run(
     for _ in 0..3 {
         let t = Instant::now();
         for chunk in batch.chunks(8192) {
+            // Stacked encoding, 64 customers per product.
             let q: Vec<f32> = chunk
-                .par_iter()
-                .flat_map_iter(|h| infer.encode(h).expect("non-empty"))
+                .par_chunks(64)
+                .flat_map_iter(|c| {
+                    let refs: Vec<&[u32]> = c.iter().map(Vec::as_slice).collect();
+                    infer.encode_many(&refs).into_iter().flatten().flatten()
+                })
                 .collect();
+            anyhow::ensure!(q.len() == chunk.len() * d);
             let lists = snap.recommend(&q, K, &[])?;
             anyhow::ensure!(lists.len() == chunk.len());
         }

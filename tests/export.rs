@@ -148,7 +148,10 @@ fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
     let n = ds.items.len();
     let d = infer.d_model();
     let mut worst_diff = 0f32;
-    for &u in &users {
+    // The stacked encoder (all 40 customers in one pass) must give each
+    // customer's own query.
+    let stacked = infer.encode_many(&users.iter().map(|&u| hist.all(u).0).collect::<Vec<_>>());
+    for (ui, &u) in users.iter().enumerate() {
         let h = hist.all(u).0;
         let (len, inputs) = recforge::seq::history_batch(&[h], exp.data.max_len);
         let inputs = Tensor::<2, Int>::from_data(TensorData::new(inputs, [1, len]), &dev);
@@ -159,6 +162,8 @@ fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
             .try_into_vec::<f32>()
             .unwrap();
         let q = infer.encode(h).unwrap();
+        let many = stacked[ui].as_ref().unwrap();
+        assert!(worst(&q, many) <= 1e-5, "stacked encoding of customer {u}");
         let table = infer.item_table();
         let got: Vec<f32> = (1..n)
             .map(|i| {

@@ -13,6 +13,7 @@
 pub mod bundle;
 pub mod nn;
 pub mod pool;
+mod quant;
 pub mod retrieve;
 pub mod sasrec;
 pub mod topk;

@@ -15,10 +15,17 @@
 
 use rayon::prelude::*;
 
+use crate::quant::{Quantized, Query, dots};
 use crate::{Error, Result};
 
 pub const QUERY_BLOCK: usize = 512;
 pub const ITEM_CHUNK: usize = 512;
+/// Up to this many queries are searched one by one on the int8 copy of the
+/// table (memory-bound, see `quant`); larger batches share each f32 chunk
+/// between many queries in a matrix product instead (compute-bound).
+pub const SINGLE_BELOW: usize = 8;
+/// Items whose int8 bounds are computed together in a single-query scan.
+const SCAN_BLOCK: usize = 64;
 
 /// Item embeddings (row-major, one row per item) with their item ids and
 /// availability.
@@ -28,6 +35,7 @@ pub struct ItemIndex {
     ids: Vec<u32>,
     vecs: Vec<f32>,
     available: Vec<bool>,
+    quant: Quantized,
 }
 
 impl ItemIndex {
@@ -46,11 +54,13 @@ impl ItemIndex {
             });
         }
         let available = vec![true; ids.len()];
+        let quant = Quantized::new(dim, &vecs);
         Ok(ItemIndex {
             dim,
             ids,
             vecs,
             available,
+            quant,
         })
     }
 
@@ -97,6 +107,7 @@ impl ItemIndex {
         self.ids.push(id);
         self.vecs.extend_from_slice(vec);
         self.available.push(true);
+        self.quant.push(vec);
         Ok(())
     }
 
@@ -110,6 +121,7 @@ impl ItemIndex {
             });
         }
         self.vecs[row * self.dim..(row + 1) * self.dim].copy_from_slice(vec);
+        self.quant.set(row, vec);
         Ok(())
     }
 
@@ -118,6 +130,7 @@ impl ItemIndex {
         self.ids.remove(row);
         self.available.remove(row);
         self.vecs.drain(row * self.dim..(row + 1) * self.dim);
+        self.quant.remove(row);
     }
 
     /// The `k` best items for each query (`queries` holds rows of `dim`
@@ -157,6 +170,16 @@ impl ItemIndex {
                 expected: n_q,
                 got: exclude.len(),
             });
+        }
+        if n_q < SINGLE_BELOW {
+            return Ok(queries
+                .chunks(self.dim)
+                .enumerate()
+                .map(|(qi, q)| {
+                    let ex = exclude.get(qi).copied().unwrap_or(&[]);
+                    self.search_one(q, k, skip_unavailable, ex)
+                })
+                .collect());
         }
         let blocks: Vec<Vec<Vec<(u32, f32)>>> = queries
             .par_chunks(QUERY_BLOCK * self.dim)
@@ -200,9 +223,10 @@ impl ItemIndex {
                 let ex = exclude.get(r).copied().unwrap_or(&[]);
                 for (g, group) in row.chunks(16).enumerate() {
                     // Almost every group of scores lies wholly below the
-                    // threshold; its maximum (a vectorised fold) says so.
-                    let top = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    if top < run.threshold {
+                    // threshold; one vectorised OR of comparisons says so
+                    // (an f32 max reduction does not vectorise).
+                    let t = run.threshold;
+                    if !group.iter().fold(false, |any, &s| any | (s >= t)) {
                         continue;
                     }
                     for (j, &s) in group.iter().enumerate() {
@@ -220,6 +244,145 @@ impl ItemIndex {
         }
         keep.into_iter().map(Running::finish).collect()
     }
+}
+
+impl ItemIndex {
+    /// One query: a scan of the int8 table keeps every item whose upper
+    /// bound reaches the K-th best lower bound so far, and only those are
+    /// scored exactly (see `quant` for why this is exact).
+    fn search_one(&self, q: &[f32], k: usize, skip: bool, exclude: &[u32]) -> Vec<(u32, f32)> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let qu = Query::new(q);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { self.search_one_avx2(q, &qu, k, skip, exclude) };
+        }
+        self.search_one_with(q, &qu, k, skip, exclude)
+    }
+
+    /// The same code compiled for AVX2, where the int8 dot product becomes
+    /// 16-lane multiply-adds (the default x86-64 target only has SSE2).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn search_one_avx2(
+        &self,
+        q: &[f32],
+        qu: &Query,
+        k: usize,
+        skip: bool,
+        exclude: &[u32],
+    ) -> Vec<(u32, f32)> {
+        self.search_one_with(q, qu, k, skip, exclude)
+    }
+
+    #[inline(always)]
+    fn search_one_with(
+        &self,
+        q: &[f32],
+        qu: &Query,
+        k: usize,
+        skip: bool,
+        exclude: &[u32],
+    ) -> Vec<(u32, f32)> {
+        let d = self.dim;
+        let n = self.ids.len();
+        let quant = &self.quant;
+        // (row, lower bound, upper bound) of the items still in the race.
+        let mut cand: Vec<(u32, f32, f32)> = Vec::with_capacity(8 * k);
+        let mut floor = f32::NEG_INFINITY;
+        let mut cap = 4 * k.max(4);
+        let mut dot = [0i32; SCAN_BLOCK];
+        #[cfg(target_arch = "x86_64")]
+        let wide64 = d == 64 && std::arch::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide64 = false;
+        let mut upper = [0f32; SCAN_BLOCK];
+        for start in (0..n).step_by(SCAN_BLOCK) {
+            let m = SCAN_BLOCK.min(n - start);
+            let codes = &quant.codes[start * d..(start + m) * d];
+            if wide64 {
+                // SAFETY: `wide64` holds only where AVX2 was detected and d = 64.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    crate::quant::dots64_avx2(
+                        &qu.codes,
+                        codes,
+                        &quant.code_sum[start..start + m],
+                        &mut dot[..m],
+                    )
+                };
+            } else {
+                dots(&qu.codes, codes, &mut dot[..m]);
+            }
+            // Upper bounds of the whole block in SIMD lanes; almost every
+            // block lies wholly below the floor and ends here.
+            let scale = &quant.scale[start..start + m];
+            let (eu, eq) = (
+                &quant.err_u[start..start + m],
+                &quant.err_q[start..start + m],
+            );
+            // (A boolean OR vectorises; an f32 max reduction does not,
+            // because of its NaN rules.)
+            let mut reaches = false;
+            for j in 0..m {
+                upper[j] = qu.scale * scale[j] * dot[j] as f32 + qu.norm * eu[j] + qu.resid * eq[j];
+                reaches |= upper[j] >= floor;
+            }
+            if !reaches {
+                continue;
+            }
+            for j in 0..m {
+                let row = start + j;
+                // NaN bounds fail the first test: such items never rank.
+                if upper[j] >= floor
+                    && (!skip || self.available[row])
+                    && (exclude.is_empty() || exclude.binary_search(&self.ids[row]).is_err())
+                {
+                    let (a, e) = qu.approx(quant, row, dot[j]);
+                    cand.push((row as u32, a - e, upper[j]));
+                    if cand.len() > cap {
+                        floor = raise_floor(&mut cand, k, floor);
+                        cap = (2 * cand.len()).max(4 * k);
+                    }
+                }
+            }
+        }
+        let floor = raise_floor(&mut cand, k, floor);
+        let mut out: Vec<(u32, f32)> = cand
+            .iter()
+            .filter(|c| c.2 >= floor)
+            .map(|c| {
+                let row = c.0 as usize;
+                let s = q
+                    .iter()
+                    .zip(self.vector(row))
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>();
+                (self.ids[row], s)
+            })
+            .filter(|c| !c.1.is_nan())
+            .collect();
+        out.sort_unstable_by(better);
+        out.truncate(k);
+        out
+    }
+}
+
+/// Lifts `floor` to the K-th best lower bound among `cand` and drops the
+/// candidates whose upper bound falls below it: none of those can beat the
+/// K items whose lower bounds are at least the floor.
+fn raise_floor(cand: &mut Vec<(u32, f32, f32)>, k: usize, floor: f32) -> f32 {
+    if cand.len() < k {
+        return floor;
+    }
+    let mut lows: Vec<f32> = cand.iter().map(|c| c.1).collect();
+    lows.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let floor = lows[k - 1].max(floor);
+    cand.retain(|c| c.2 >= floor);
+    floor
 }
 
 /// Orders (id, score) pairs best first: higher score, then lower id.
@@ -324,7 +487,42 @@ mod tests {
                 for (id, s) in res {
                     assert!((s - scores[*id as usize - 1]).abs() < 1e-5);
                 }
+                // The int8 path for single queries gives the same list.
+                if qi % 7 == 0 {
+                    let one = index.search(qv, 50, skip).unwrap();
+                    let ids: Vec<u32> = one[0].iter().map(|r| r.0).collect();
+                    assert_eq!(ids, want, "single query {qi}, skip {skip}");
+                }
             }
+        }
+    }
+
+    #[test]
+    fn single_queries_are_exact_on_wide_tables() {
+        // Continuous values at d = 64 (where int8 bounds are tight, so the
+        // pruning really prunes), k from 1 to 100, with exclusions.
+        let (d, n) = (64, 3000);
+        let mut x = 0x9e37_79b9u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        };
+        let items: Vec<f32> = (0..n * d).map(|_| next()).collect();
+        let index = ItemIndex::new(d, (0..n as u32).collect(), items.clone()).unwrap();
+        for (t, k) in [1, 12, 100].into_iter().enumerate() {
+            let q: Vec<f32> = (0..d).map(|_| next()).collect();
+            let exclude: Vec<u32> = (0..n as u32).filter(|i| i % 5 == t as u32).collect();
+            let got = index.search_excluding(&q, k, false, &[&exclude]).unwrap();
+            let scores: Vec<f32> = items
+                .chunks(d)
+                .map(|v| q.iter().zip(v).map(|(a, b)| a * b).sum())
+                .collect();
+            let mut want = Vec::new();
+            top_k(&scores, 0, k, &exclude, &mut want);
+            let ids: Vec<u32> = got[0].iter().map(|r| r.0).collect();
+            assert_eq!(ids, want, "k = {k}");
         }
     }
 

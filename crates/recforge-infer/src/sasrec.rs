@@ -1,4 +1,4 @@
-//! The sequential ranker's forward pass, one customer at a time.
+//! The sequential ranker's forward pass, for one customer or many stacked.
 //!
 //! Only the customer's real items are processed (no padding): in the
 //! trained model, padding positions are masked out of every real
@@ -139,42 +139,62 @@ impl SasRecModel {
     /// `history` holds item indices, oldest first (only the last `max_len`
     /// count; ids outside the table are skipped). None without history.
     pub fn encode(&self, history: &[u32]) -> Option<Vec<f32>> {
+        self.encode_many(&[history]).pop().flatten()
+    }
+
+    /// [`encode`](Self::encode) for many customers at once: their positions
+    /// are stacked into one matrix, so every linear layer is one larger
+    /// matrix product instead of one small product per customer (attention
+    /// alone stays per customer). Results are in input order.
+    pub fn encode_many(&self, histories: &[&[u32]]) -> Vec<Option<Vec<f32>>> {
         let n_items = self.spec.n_items as u32;
-        let items: Vec<u32> = history
-            .iter()
-            .copied()
-            .filter(|&i| i > 0 && i < n_items)
-            .collect();
-        let items = &items[items.len().saturating_sub(self.spec.max_len)..];
-        if items.is_empty() {
-            return None;
-        }
         let d = self.spec.d_model;
-        let n = items.len();
-        let p0 = self.spec.max_len - n;
-        let mut x = vec![0f32; n * d];
-        for (j, &it) in items.iter().enumerate() {
-            let e = &self.table[it as usize * d..(it as usize + 1) * d];
-            let p = &self.position[(p0 + j) * d..(p0 + j + 1) * d];
-            for ((o, a), b) in x[j * d..(j + 1) * d].iter_mut().zip(e).zip(p) {
-                *o = a + b;
+        // Each customer's kept items, most recent `max_len`.
+        let kept: Vec<Vec<u32>> = histories
+            .iter()
+            .map(|h| {
+                let items: Vec<u32> = h
+                    .iter()
+                    .copied()
+                    .filter(|&i| i > 0 && i < n_items)
+                    .collect();
+                items[items.len().saturating_sub(self.spec.max_len)..].to_vec()
+            })
+            .collect();
+        let lens: Vec<usize> = kept.iter().map(Vec::len).filter(|&n| n > 0).collect();
+        let mut x = Vec::with_capacity(lens.iter().sum::<usize>() * d);
+        for items in &kept {
+            let p0 = self.spec.max_len - items.len();
+            for (j, &it) in items.iter().enumerate() {
+                let e = &self.table[it as usize * d..(it as usize + 1) * d];
+                let p = &self.position[(p0 + j) * d..(p0 + j + 1) * d];
+                x.extend(e.iter().zip(p).map(|(a, b)| a + b));
             }
         }
         self.norm.forward(&mut x);
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer(layer, x, n, l == last);
+            x = self.layer(layer, x, &lens, l == last);
         }
         if let Some(norm) = &self.final_norm {
             norm.forward(&mut x);
         }
-        // After the last layer only the final row is left.
-        Some(x[x.len() - d..].to_vec())
+        // After the last layer one row per customer with history is left.
+        let mut rows = x.chunks(d);
+        kept.iter()
+            .map(|items| {
+                if items.is_empty() {
+                    None
+                } else {
+                    rows.next().map(<[f32]>::to_vec)
+                }
+            })
+            .collect()
     }
 
-    /// One encoder layer over `x` `[n, d]`; with `only_last`, returns the
-    /// last row `[1, d]` alone.
-    fn layer(&self, layer: &Layer, x: Vec<f32>, n: usize, only_last: bool) -> Vec<f32> {
+    /// One encoder layer over `x` `[Σ lens, d]` (customers' rows stacked);
+    /// with `only_last`, returns each customer's last row `[customers, d]`.
+    fn layer(&self, layer: &Layer, x: Vec<f32>, lens: &[usize], only_last: bool) -> Vec<f32> {
         let d = self.spec.d_model;
         let pre = self.spec.norm_first;
         let normed = if pre {
@@ -184,13 +204,9 @@ impl SasRecModel {
         } else {
             x.clone()
         };
-        let attn = self.attention(layer, &normed, n, only_last);
+        let attn = self.attention(layer, &normed, lens, only_last);
         // Residual over the rows that go on.
-        let mut x = if only_last {
-            x[(n - 1) * d..].to_vec()
-        } else {
-            x
-        };
+        let mut x = if only_last { last_rows(&x, lens, d) } else { x };
         x.iter_mut().zip(&attn).for_each(|(a, b)| *a += b);
         if !pre {
             layer.norm_1.forward(&mut x);
@@ -209,19 +225,15 @@ impl SasRecModel {
         x
     }
 
-    /// Causal multi-head self-attention: `x` `[n, d]` → `[n, d]`, or the
-    /// last row only.
-    fn attention(&self, layer: &Layer, x: &[f32], n: usize, only_last: bool) -> Vec<f32> {
+    /// Causal multi-head self-attention within each customer's rows: `x`
+    /// `[Σ lens, d]` → `[Σ lens, d]`, or each customer's last row only
+    /// `[customers, d]`.
+    fn attention(&self, layer: &Layer, x: &[f32], lens: &[usize], only_last: bool) -> Vec<f32> {
         let d = self.spec.d_model;
         let heads = self.spec.n_heads;
         let dk = d / heads;
-        let rows: Vec<usize> = if only_last {
-            vec![n - 1]
-        } else {
-            (0..n).collect()
-        };
-        let q_in: Vec<f32> = if only_last {
-            x[(n - 1) * d..].to_vec()
+        let q_in = if only_last {
+            last_rows(x, lens, d)
         } else {
             x.to_vec()
         };
@@ -229,24 +241,43 @@ impl SasRecModel {
         let k = layer.key.forward(x);
         let v = layer.value.forward(x);
         let scale = (dk as f32).sqrt();
-        let mut ctx = vec![0f32; rows.len() * d];
-        let mut w = vec![0f32; n];
-        for (qi, &i) in rows.iter().enumerate() {
-            for h in 0..heads {
-                let qv = &q[qi * d + h * dk..qi * d + (h + 1) * dk];
-                // Keys after i are masked: their weight is exactly 0 in f32.
-                for (j, wj) in w.iter_mut().enumerate().take(i + 1) {
-                    let kv = &k[j * d + h * dk..j * d + (h + 1) * dk];
-                    *wj = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() / scale;
+        let mut ctx = vec![0f32; q_in.len()];
+        let mut w = vec![0f32; lens.iter().copied().max().unwrap_or(0)];
+        let (mut start, mut qi) = (0, 0);
+        for &n in lens {
+            let first = if only_last { n - 1 } else { 0 };
+            for i in first..n {
+                for h in 0..heads {
+                    let qv = &q[qi * d + h * dk..qi * d + (h + 1) * dk];
+                    // Keys after i are masked: their weight is exactly 0 in f32.
+                    for (j, wj) in w.iter_mut().enumerate().take(i + 1) {
+                        let r = start + j;
+                        let kv = &k[r * d + h * dk..r * d + (h + 1) * dk];
+                        *wj = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() / scale;
+                    }
+                    softmax(&mut w[..=i]);
+                    let out = &mut ctx[qi * d + h * dk..qi * d + (h + 1) * dk];
+                    for (j, &wj) in w.iter().enumerate().take(i + 1) {
+                        let r = start + j;
+                        let vv = &v[r * d + h * dk..r * d + (h + 1) * dk];
+                        out.iter_mut().zip(vv).for_each(|(o, x)| *o += wj * x);
+                    }
                 }
-                softmax(&mut w[..=i]);
-                let out = &mut ctx[qi * d + h * dk..qi * d + (h + 1) * dk];
-                for (j, &wj) in w.iter().enumerate().take(i + 1) {
-                    let vv = &v[j * d + h * dk..j * d + (h + 1) * dk];
-                    out.iter_mut().zip(vv).for_each(|(o, x)| *o += wj * x);
-                }
+                qi += 1;
             }
+            start += n;
         }
         layer.output.forward(&ctx)
     }
+}
+
+/// Each customer's last row of the stacked `x` `[Σ lens, d]` → `[customers, d]`.
+fn last_rows(x: &[f32], lens: &[usize], d: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(lens.len() * d);
+    let mut end = 0;
+    for &n in lens {
+        end += n;
+        out.extend_from_slice(&x[(end - 1) * d..end * d]);
+    }
+    out
 }

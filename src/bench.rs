@@ -83,6 +83,31 @@ pub enum BenchCmd {
         #[arg(long, default_value = "benches/results/serve.md")]
         out: PathBuf,
     },
+    /// The HTTP server (`recforge-serve`, a separate process) under fixed
+    /// request rates from a second process: throughput and p50/p99 latency.
+    Http {
+        #[arg(long, default_value_t = 105_542)]
+        items: usize,
+        /// Stored customers requested in turn.
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        /// History length of every customer.
+        #[arg(long, default_value_t = 50)]
+        len: usize,
+        /// Request rates (per second), each run for `--seconds`.
+        #[arg(long, value_delimiter = ',', default_value = "250,500,750")]
+        rates: Vec<f64>,
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// Client threads of the load generator.
+        #[arg(long, default_value_t = 32)]
+        threads: usize,
+        /// Server worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value = "benches/results/http.md")]
+        out: PathBuf,
+    },
 }
 
 fn timed(args: &[&str]) -> Result<(f64, f64, String)> {
@@ -137,6 +162,18 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             lengths_from,
             out,
         } => crate::bench_serve::run(items, len, latency, batch, lengths_from.as_deref(), &out),
+        BenchCmd::Http {
+            items,
+            customers,
+            len,
+            rates,
+            seconds,
+            threads,
+            workers,
+            out,
+        } => crate::bench_http::run(
+            items, customers, len, &rates, seconds, threads, workers, &out,
+        ),
     }
 }
 

@@ -24,6 +24,54 @@ use recforge_infer::{Bundle, ItemPool, SasRecModel};
 const K: usize = 12;
 const CUSTOMERS: f64 = 1_371_980.0;
 
+/// Writes a random-init SASRec bundle at the H&M serving shape (d = 64,
+/// 2 layers, 2 heads, d_ff 256, no item features) with `items` articles,
+/// ids 0100000001 on; returns the burn model it holds.
+pub fn random_sasrec(
+    items: usize,
+    len: usize,
+    out: &std::path::Path,
+) -> Result<recforge::model::SasRec> {
+    let mut exp = Experiment::default();
+    exp.data.max_len = len;
+    exp.model.d_model = 64;
+    exp.model.n_layers = 2;
+    exp.model.n_heads = 2;
+    exp.model.d_ff = 256;
+    exp.model.item_features = false;
+    let n_items = items + 1;
+    let dev = Device::flex();
+    dev.seed(7);
+    let cfg = SasRecConfig::new(&exp.model, n_items, len, &[]);
+    let model = cfg.init(&[], &dev);
+    let parts = Parts {
+        kind: ModelKind::Sasrec,
+        sasrec: Some(sasrec_spec(&cfg)),
+        two_tower: None,
+        items: Items {
+            ids: (0..n_items)
+                .map(|i| {
+                    if i == 0 {
+                        String::new()
+                    } else {
+                        format!("{:010}", 100_000_000 + i)
+                    }
+                })
+                .collect(),
+            features: vec![],
+            known: vec![],
+        },
+        users: vec![],
+        // The most "popular" articles: the first ids.
+        cold_start: (1..=12)
+            .map(|i| format!("{:010}", 100_000_000 + i))
+            .collect(),
+        data_end_day: 0,
+    };
+    write_bundle(&model, &exp, parts, serde_json::Value::Null, out)?;
+    Ok(model)
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
@@ -80,43 +128,12 @@ pub fn run(
     out: &PathBuf,
 ) -> Result<()> {
     let cores = rayon::current_num_threads();
-    let mut exp = Experiment::default();
-    exp.data.max_len = len;
-    exp.model.d_model = 64;
-    exp.model.n_layers = 2;
-    exp.model.n_heads = 2;
-    exp.model.d_ff = 256;
-    exp.model.item_features = false;
     let n_items = items + 1;
     let dev = Device::flex();
-    dev.seed(7);
-    let cfg = SasRecConfig::new(&exp.model, n_items, len, &[]);
-    let model = cfg.init(&[], &dev);
     let dir = tempfile::tempdir()?;
     let bundle_dir = dir.path().join("bundle");
-    let parts = Parts {
-        kind: ModelKind::Sasrec,
-        sasrec: Some(sasrec_spec(&cfg)),
-        two_tower: None,
-        items: Items {
-            ids: (0..n_items)
-                .map(|i| {
-                    if i == 0 {
-                        String::new()
-                    } else {
-                        format!("{:010}", 100_000_000 + i)
-                    }
-                })
-                .collect(),
-            features: vec![],
-            known: vec![],
-        },
-        users: vec![],
-        cold_start: vec![],
-        data_end_day: 0,
-    };
     eprintln!("writing a {items}-article bundle ...");
-    write_bundle(&model, &exp, parts, serde_json::Value::Null, &bundle_dir)?;
+    let model = random_sasrec(items, len, &bundle_dir)?;
     let t = Instant::now();
     let bundle = Bundle::load(&bundle_dir)?;
     let infer = SasRecModel::from_bundle(&bundle)?;

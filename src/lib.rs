@@ -28,6 +28,7 @@ pub mod rng;
 pub mod run;
 pub mod seq;
 pub mod serve;
+pub mod serving_data;
 pub mod split;
 pub mod submission;
 pub mod submit;

@@ -14,6 +14,7 @@ use recforge::split::SplitKind;
 use recforge::synth::{self, SynthConfig};
 
 mod bench;
+mod bench_http;
 mod bench_retrieval;
 mod bench_serve;
 mod bench_train;
@@ -172,6 +173,18 @@ enum Cmd {
         /// Customers per parallel chunk.
         #[arg(long, default_value_t = 8192)]
         chunk: usize,
+    },
+    /// Customer histories and article prices for the HTTP server
+    /// (`recforge-serve`): customers.jsonl and prices.csv in OUT.
+    ServingData {
+        /// Raw H&M files or a prepared cache.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Purchases kept per customer, most recent.
+        #[arg(long, default_value_t = 50)]
+        history_len: usize,
     },
     /// Benchmarks that write a results table.
     Bench {
@@ -569,6 +582,21 @@ fn run(cli: Cli) -> Result<()> {
                     serde_json::to_vec_pretty(&c)?.as_slice(),
                 )?;
             }
+            Ok(())
+        }
+        Cmd::ServingData {
+            data,
+            out,
+            history_len,
+        } => {
+            let w = recforge::serving_data::write(&data, &out, history_len)?;
+            println!(
+                "{}: customers.jsonl ({} customers, {} with purchases), prices.csv ({} articles)",
+                out.display(),
+                w.customers,
+                w.with_history,
+                w.priced_articles
+            );
             Ok(())
         }
         Cmd::Submit {

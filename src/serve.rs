@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use recforge_infer::bundle::{ModelKind, UserFeatureSpec, fnv1a};
+use recforge_infer::bundle::{ModelKind, UserFeatureSpec};
 use recforge_infer::{Bundle, ItemPool, SasRecModel, TwoTowerModel};
 
 use crate::data::Dataset;
@@ -250,14 +250,8 @@ impl UserCode {
                     .vocab
                     .iter()
                     .map(|v| match &f.spec {
-                        _ if v.is_empty() => 0,
-                        UserFeatureSpec::Categorical { vocab } => {
-                            vocab.iter().position(|x| x == v).unwrap_or(0) as u32
-                        }
-                        UserFeatureSpec::Hashed { buckets } => {
-                            1 + (fnv1a(v) % *buckets as u64) as u32
-                        }
                         UserFeatureSpec::AgeBucket { .. } => 0,
+                        spec => spec.code(v),
                     })
                     .collect();
                 UserCode::Column {
@@ -271,12 +265,7 @@ impl UserCode {
     fn code(&self, ds: &Dataset, u: usize) -> u32 {
         match self {
             UserCode::Age(edges) => {
-                let age = ds.age.get(u).copied().unwrap_or(f32::NAN);
-                if age.is_nan() {
-                    0
-                } else {
-                    1 + edges.iter().position(|&e| age < e).unwrap_or(edges.len()) as u32
-                }
+                recforge_infer::bundle::age_code(edges, ds.age.get(u).copied().unwrap_or(f32::NAN))
             }
             UserCode::Column { name, map } => ds
                 .users

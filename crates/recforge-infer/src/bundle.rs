@@ -71,6 +71,46 @@ pub enum UserFeatureSpec {
     Hashed { buckets: usize },
 }
 
+impl UserFeatureSpec {
+    /// The code of a raw attribute value (as customers.csv writes it; an
+    /// age in years for `AgeBucket`). Empty, unparsable or unseen values
+    /// read 0, "unknown", as in training (values are compared exactly, as
+    /// the trainer does).
+    pub fn code(&self, raw: &str) -> u32 {
+        if raw.is_empty() {
+            return 0;
+        }
+        match self {
+            UserFeatureSpec::AgeBucket { edges, .. } => {
+                age_code(edges, raw.parse::<f32>().unwrap_or(f32::NAN))
+            }
+            UserFeatureSpec::Categorical { vocab } => {
+                vocab.iter().position(|x| x == raw).unwrap_or(0) as u32
+            }
+            UserFeatureSpec::Hashed { buckets } => 1 + (fnv1a(raw) % *buckets as u64) as u32,
+        }
+    }
+}
+
+/// The code of an age in years cut at `edges`: 1 + its bucket, 0 when
+/// unknown (NaN or infinite).
+pub fn age_code(edges: &[f32], age: f32) -> u32 {
+    if !age.is_finite() {
+        return 0;
+    }
+    1 + edges.iter().position(|&e| age < e).unwrap_or(edges.len()) as u32
+}
+
+impl ItemFeatureSpec {
+    /// The code of a raw attribute value; unseen values read 0, "unknown".
+    pub fn code(&self, raw: &str) -> u32 {
+        if raw.is_empty() {
+            return 0;
+        }
+        self.vocab.iter().position(|x| x == raw).unwrap_or(0) as u32
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserFeature {
     /// The customers.csv column (or `age_bucket`, read from `age`).

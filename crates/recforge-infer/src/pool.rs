@@ -52,6 +52,16 @@ impl PoolSnapshot {
             .ok_or_else(|| Error::Invalid(format!("article `{article}` is not in the item pool")))
     }
 
+    /// The vector of pool id `id`, if it is in the pool.
+    pub fn vector_of(&self, id: u32) -> Option<&[f32]> {
+        self.rows.get(&id).map(|&row| self.index.vector(row))
+    }
+
+    /// How many articles can be recommended now.
+    pub fn available_len(&self) -> usize {
+        self.index.available().iter().filter(|&&a| a).count()
+    }
+
     /// Whether pool id `id` is in the pool and available.
     pub fn is_available(&self, id: u32) -> bool {
         self.rows

@@ -1,0 +1,423 @@
+//! The JSON API's routes as plain functions: request body in, response
+//! value or a client error out. No HTTP types here, so every rule can be
+//! tested without a socket (the integration tests also go through HTTP).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::Objective;
+use crate::engine::{Engine, Purchase};
+use crate::tenant::Tenant;
+
+/// A client error (4xx) or a server fault (5xx), returned as
+/// `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn body(&self) -> Value {
+        json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+type ApiResult = Result<Value, ApiError>;
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "bad_json", format!("request body: {e}")))
+}
+
+/// A history entry: an article id, or an article id with its age in days.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HistoryItem {
+    Id(String),
+    Dated { article_id: String, days_ago: f64 },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecommendRequest {
+    customer_id: Option<String>,
+    /// Recent purchases, oldest first; overrides the stored history.
+    history: Option<Vec<HistoryItem>>,
+    attributes: Option<HashMap<String, String>>,
+    #[serde(default = "default_k")]
+    k: usize,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+fn default_k() -> usize {
+    12
+}
+
+pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
+    let req: RecommendRequest = parse(body)?;
+    if req.k == 0 || req.k > max_k {
+        return Err(ApiError::new(
+            422,
+            "bad_k",
+            format!("k = {} is outside 1..={max_k}", req.k),
+        ));
+    }
+    let stored = match &req.customer_id {
+        Some(id) => t.customers.get(id),
+        None => None,
+    };
+    // Stored histories are borrowed, not copied, on every request.
+    let given: Vec<Purchase>;
+    let history: &[Purchase] = match (&req.history, &req.customer_id, stored) {
+        (Some(h), _, _) => {
+            given = h
+                .iter()
+                .map(|x| match x {
+                    HistoryItem::Id(a) => Purchase {
+                        article: a.clone(),
+                        days_ago: 0.0,
+                    },
+                    HistoryItem::Dated {
+                        article_id,
+                        days_ago,
+                    } => Purchase {
+                        article: article_id.clone(),
+                        days_ago: days_ago.max(0.0),
+                    },
+                })
+                .collect();
+            &given
+        }
+        (None, Some(_), Some(c)) => &c.history,
+        (None, Some(id), None) => {
+            return Err(ApiError::new(
+                404,
+                "unknown_customer",
+                format!(
+                    "customer `{id}` is not known to tenant `{}`; send `history` instead",
+                    t.name
+                ),
+            ));
+        }
+        (None, None, _) => {
+            return Err(ApiError::new(
+                422,
+                "no_customer",
+                "give `customer_id` or `history`",
+            ));
+        }
+    };
+    let none = HashMap::new();
+    let attributes = match (&req.attributes, stored) {
+        (Some(a), _) => a,
+        (None, Some(c)) => &c.attributes,
+        (None, None) => &none,
+    };
+    let variant = t.variant_of(req.customer_id.as_deref());
+    let variants = t.variants();
+    let engine: &Engine = match (variant, &variants.b) {
+        ("b", Some(b)) => b,
+        _ => &variants.a,
+    };
+    let snap = engine.pool.snapshot();
+    // Unknown article ids in `exclude` cannot be served anyway.
+    let mut exclude: Vec<u32> = req.exclude.iter().filter_map(|a| snap.id_of(a)).collect();
+    if t.cfg.exclude_purchased {
+        exclude.extend(history.iter().filter_map(|p| snap.id_of(&p.article)));
+    }
+    exclude.sort_unstable();
+    exclude.dedup();
+    let query = engine
+        .query(history, attributes)
+        .map_err(|e| ApiError::new(500, "model", e.to_string()))?;
+    let (source, items): (&str, Vec<Value>) = match query {
+        Some(q) => {
+            let revenue = t.cfg.objective == Objective::Revenue;
+            // The revenue objective re-orders a wider candidate list.
+            let want = if revenue { (4 * req.k).max(100) } else { req.k };
+            let mut list = snap
+                .recommend(&q, want, &[&exclude])
+                .map_err(|e| ApiError::new(500, "model", e.to_string()))?
+                .pop()
+                .unwrap_or_default();
+            let mut scored: Vec<(u32, f32, f32)> =
+                list.drain(..).map(|(id, s)| (id, s, s)).collect();
+            if revenue {
+                let prices = t.prices.read().unwrap_or_else(|e| e.into_inner());
+                let fallback = median(prices.values().copied());
+                for x in &mut scored {
+                    let p = snap
+                        .article(x.0)
+                        .and_then(|a| prices.get(a))
+                        .copied()
+                        .unwrap_or(fallback);
+                    x.2 = x.1 + (t.cfg.alpha * f64::from(p).ln()) as f32;
+                }
+                scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+            }
+            scored.truncate(req.k);
+            let items = scored
+                .iter()
+                .map(|&(id, s, v)| {
+                    let mut o =
+                        json!({"article_id": snap.article(id).unwrap_or_default(), "score": s});
+                    if revenue {
+                        o["value"] = json!(v);
+                    }
+                    o
+                })
+                .collect();
+            ("model", items)
+        }
+        None => {
+            let items = engine
+                .cold_start()
+                .iter()
+                .filter_map(|a| {
+                    let id = snap.id_of(a)?;
+                    (snap.is_available(id) && exclude.binary_search(&id).is_err())
+                        .then(|| json!({"article_id": a, "score": null}))
+                })
+                .take(req.k)
+                .collect();
+            ("cold-start", items)
+        }
+    };
+    Ok(json!({
+        "tenant": t.name,
+        "variant": variant,
+        "model_version": engine.version,
+        "pool_version": snap.version,
+        "source": source,
+        "items": items,
+    }))
+}
+
+/// Median of positive prices; 1.0 (no change in order) without any.
+fn median(values: impl Iterator<Item = f32>) -> f32 {
+    let mut v: Vec<f32> = values.filter(|p| *p > 0.0).collect();
+    if v.is_empty() {
+        return 1.0;
+    }
+    let mid = v.len() / 2;
+    *v.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemsRequest {
+    items: Vec<NewItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewItem {
+    article_id: String,
+    #[serde(default)]
+    features: HashMap<String, String>,
+    price: Option<f32>,
+}
+
+/// Adds articles (or replaces their vectors) from their features, in every
+/// variant, all or nothing.
+pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
+    let req: ItemsRequest = parse(body)?;
+    if req.items.is_empty() {
+        return Err(ApiError::new(422, "empty", "`items` is empty"));
+    }
+    let mut overlay = t.overlay.lock().unwrap_or_else(|e| e.into_inner());
+    let variants = t.variants();
+    let engines: Vec<&Engine> = std::iter::once(&*variants.a)
+        .chain(variants.b.as_deref())
+        .collect();
+    let known: Vec<&str> = variants
+        .a
+        .bundle
+        .manifest
+        .items
+        .features
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    for it in &req.items {
+        if it.article_id.trim().is_empty() {
+            return Err(ApiError::new(
+                422,
+                "bad_item",
+                "an item has an empty `article_id`",
+            ));
+        }
+        if let Some(bad) = it.features.keys().find(|k| {
+            !engines.iter().any(|e| {
+                e.bundle
+                    .manifest
+                    .items
+                    .features
+                    .iter()
+                    .any(|f| &f.name == *k)
+            })
+        }) {
+            return Err(ApiError::new(
+                422,
+                "unknown_feature",
+                format!(
+                    "article `{}`: feature `{bad}` is not read by the model (it reads {known:?})",
+                    it.article_id
+                ),
+            ));
+        }
+        if let Some(p) = it.price
+            && !(p.is_finite() && p > 0.0)
+        {
+            return Err(ApiError::new(
+                422,
+                "bad_price",
+                format!(
+                    "article `{}`: price must be a positive number",
+                    it.article_id
+                ),
+            ));
+        }
+    }
+    // Every vector first, so that a failure changes nothing.
+    let mut vectors = Vec::new();
+    for e in &engines {
+        let v: Vec<Vec<f32>> = req
+            .items
+            .iter()
+            .map(|it| e.item_vector(&it.features))
+            .collect::<Result<_, _>>()
+            .map_err(|err| ApiError::new(500, "model", err.to_string()))?;
+        vectors.push(v);
+    }
+    let mut ids = Vec::new();
+    for (e, vs) in engines.iter().zip(&vectors) {
+        e.pool
+            .update(|s| {
+                ids.clear();
+                for (it, v) in req.items.iter().zip(vs) {
+                    ids.push(s.add(&it.article_id, v)?);
+                }
+                Ok(())
+            })
+            .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
+    }
+    let mut prices = t.prices.write().unwrap_or_else(|e| e.into_inner());
+    for it in &req.items {
+        overlay
+            .added
+            .insert(it.article_id.clone(), it.features.clone());
+        overlay.unavailable.remove(&it.article_id);
+        if let Some(p) = it.price {
+            prices.insert(it.article_id.clone(), p);
+        }
+    }
+    Ok(json!({"added": req.items.len(), "pool_size": variants.a.pool.snapshot().len()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AvailabilityRequest {
+    #[serde(default)]
+    sold_out: Vec<String>,
+    #[serde(default)]
+    in_stock: Vec<String>,
+}
+
+/// Marks articles sold out or back in stock in every variant. Unknown
+/// article ids refuse the whole request, so a typo never half-applies.
+pub fn availability(t: &Tenant, body: &[u8]) -> ApiResult {
+    let req: AvailabilityRequest = parse(body)?;
+    if req.sold_out.is_empty() && req.in_stock.is_empty() {
+        return Err(ApiError::new(
+            422,
+            "empty",
+            "give `sold_out` and/or `in_stock` article ids",
+        ));
+    }
+    let mut overlay = t.overlay.lock().unwrap_or_else(|e| e.into_inner());
+    let variants = t.variants();
+    let engines: Vec<&Engine> = std::iter::once(&*variants.a)
+        .chain(variants.b.as_deref())
+        .collect();
+    let snaps: Vec<_> = engines.iter().map(|e| e.pool.snapshot()).collect();
+    let unknown: Vec<&String> = req
+        .sold_out
+        .iter()
+        .chain(&req.in_stock)
+        .filter(|a| snaps.iter().all(|s| s.id_of(a).is_none()))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::new(
+            404,
+            "unknown_article",
+            format!("not in the item pool: {unknown:?}; nothing was changed"),
+        ));
+    }
+    for e in &engines {
+        e.pool
+            .update(|s| {
+                for (list, avail) in [(&req.sold_out, false), (&req.in_stock, true)] {
+                    for a in list {
+                        if s.id_of(a).is_some() {
+                            s.set_available(a, avail)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
+    }
+    for a in &req.sold_out {
+        overlay.unavailable.insert(a.clone());
+    }
+    for a in &req.in_stock {
+        overlay.unavailable.remove(a);
+    }
+    Ok(json!({
+        "sold_out": req.sold_out.len(),
+        "in_stock": req.in_stock.len(),
+        "available": variants.a.pool.snapshot().available_len(),
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReloadRequest {
+    #[serde(default)]
+    variant: Option<String>,
+    #[serde(default)]
+    bundle: Option<String>,
+}
+
+pub fn reload(t: &Tenant, body: &[u8]) -> ApiResult {
+    let req: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadRequest::default()
+    } else {
+        parse(body)?
+    };
+    let variant = req.variant.as_deref().unwrap_or("a");
+    match t.reload(variant, req.bundle.as_deref()) {
+        Ok((previous, version)) => {
+            Ok(json!({"variant": variant, "previous_version": previous, "model_version": version}))
+        }
+        Err(crate::Error::Invalid(msg)) => Err(ApiError::new(422, "bad_reload", msg)),
+        Err(e) => Err(ApiError::new(
+            422,
+            "bad_bundle",
+            format!("{e}; the current model keeps serving"),
+        )),
+    }
+}

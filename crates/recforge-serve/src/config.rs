@@ -1,0 +1,254 @@
+//! The server's TOML configuration: where to listen, where the bundles
+//! live, and one section per tenant (client).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen address; loopback unless an operator opens it on purpose.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// 0 picks a free port (tests).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Directory holding one bundle directory per model (relative paths
+    /// are resolved against the config file's directory).
+    pub models_dir: PathBuf,
+    /// Bearer token of the admin routes (items, availability, reload).
+    /// Either this or `admin_token_env` (the name of an environment
+    /// variable holding it), so the secret need not sit in the file.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest `k` a client may ask for.
+    #[serde(default = "default_max_k")]
+    pub max_k: usize,
+    /// Worker threads of the HTTP runtime (default: one per core).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Missing reads as empty, so that `check` can say what to add.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Order by the model's score (purchase probability).
+    #[default]
+    Purchase,
+    /// Order by expected value: score + alpha · ln(price), the log of
+    /// probability × price^alpha for a softmax score.
+    Revenue,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Bundle directory name under `models_dir` (variant "a").
+    pub bundle: String,
+    #[serde(default)]
+    pub objective: Objective,
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Never recommend what the customer already bought.
+    #[serde(default)]
+    pub exclude_purchased: bool,
+    /// Customers' purchase histories and attributes (JSON lines, written
+    /// by `recforge serving-data`), so a request can name a customer id.
+    #[serde(default)]
+    pub customers: Option<PathBuf>,
+    /// Article prices (`article_id,price` CSV, also written by
+    /// `recforge serving-data`), for the revenue objective.
+    #[serde(default)]
+    pub prices: Option<PathBuf>,
+    /// A second bundle served to a share of the customers.
+    #[serde(default)]
+    pub ab: Option<AbConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbConfig {
+    /// Bundle directory name of variant "b".
+    pub bundle: String,
+    /// Share of customers (by a stable hash of their id) sent to "b".
+    pub share: f64,
+}
+
+fn default_bind() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_max_k() -> usize {
+    1000
+}
+fn default_alpha() -> f64 {
+    1.0
+}
+
+impl Config {
+    /// Reads and checks `path`; relative paths inside become relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve(base);
+        cfg.check().map_err(|msg| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.models_dir);
+        for t in self.tenants.values_mut() {
+            if let Some(p) = t.customers.as_mut() {
+                fix(p);
+            }
+            if let Some(p) = t.prices.as_mut() {
+                fix(p);
+            }
+        }
+    }
+
+    /// Everything that can be wrong without reading a bundle.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.tenants.is_empty() {
+            return Err("no tenants: add a [tenants.NAME] section".into());
+        }
+        if self.max_k == 0 || self.max_body_bytes == 0 {
+            return Err("`max_k` and `max_body_bytes` must be positive".into());
+        }
+        match (&self.admin_token, &self.admin_token_env) {
+            (Some(_), Some(_)) => {
+                return Err("give `admin_token` or `admin_token_env`, not both".into());
+            }
+            (None, None) => {
+                return Err("`admin_token` (or `admin_token_env`) is required: the admin routes change what is served".into());
+            }
+            _ => {}
+        }
+        for (name, t) in &self.tenants {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "tenant name `{name}`: use letters, digits, `_` or `-`"
+                ));
+            }
+            if !t.alpha.is_finite() || t.alpha < 0.0 {
+                return Err(format!(
+                    "tenants.{name}.alpha must be a non-negative number"
+                ));
+            }
+            if let Some(ab) = &t.ab
+                && !(ab.share > 0.0 && ab.share < 1.0)
+            {
+                return Err(format!(
+                    "tenants.{name}.ab.share must lie strictly between 0 and 1"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The admin token, read from the environment if configured so.
+    pub fn token(&self) -> Result<String> {
+        let token = match (&self.admin_token, &self.admin_token_env) {
+            (Some(t), _) => t.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                Error::Invalid(format!(
+                    "environment variable `{var}` (admin_token_env) is not set"
+                ))
+            })?,
+            (None, None) => return Err(Error::Invalid("no admin token configured".into())),
+        };
+        if token.len() < 16 {
+            return Err(Error::Invalid(
+                "the admin token must be at least 16 characters".into(),
+            ));
+        }
+        Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> std::result::Result<Config, String> {
+        let text = format!("models_dir = \"m\"\n{extra}");
+        let cfg: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        let ok =
+            parse("admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\n").unwrap();
+        assert_eq!(
+            (ok.bind.as_str(), ok.port, ok.max_k),
+            ("127.0.0.1", 8080, 1000)
+        );
+        assert_eq!(ok.tenants["hm"].objective, Objective::Purchase);
+        assert_eq!(ok.token().unwrap(), "0123456789abcdef");
+        let cases = [
+            ("[tenants.hm]\nbundle = \"x\"\n", "admin_token"),
+            ("admin_token = \"0123456789abcdef\"\n", "no tenants"),
+            (
+                "admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\n[tenants.hm.ab]\nbundle = \"y\"\nshare = 1.0\n",
+                "share",
+            ),
+            (
+                "admin_token = \"0123456789abcdef\"\n[tenants.\"a b\"]\nbundle = \"x\"\n",
+                "tenant name",
+            ),
+            (
+                "admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\nobjective = \"clicks\"\n",
+                "clicks",
+            ),
+            (
+                "admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\nbundel = \"y\"\n",
+                "bundel",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        let short = parse("admin_token = \"short\"\n[tenants.hm]\nbundle = \"x\"\n").unwrap();
+        assert!(short.token().is_err());
+    }
+}

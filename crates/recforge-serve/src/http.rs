@@ -1,0 +1,361 @@
+//! The HTTP/1.1 layer (hyper on tokio): routing, bearer-token checks, body
+//! limits, metrics, and turning every outcome into a JSON response.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiError};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::tenant::Tenant;
+use crate::{Error, Result};
+
+/// The OpenAPI description shipped with the server (also at GET /openapi.yaml).
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
+pub struct App {
+    pub cfg: Config,
+    token: String,
+    pub tenants: BTreeMap<String, Tenant>,
+    pub metrics: Metrics,
+}
+
+/// A running server; `stop` ends it, `wait` blocks until it ends.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Loads every tenant's bundles, binds the port and serves on a
+/// background thread. Everything that can fail at startup fails here.
+pub fn start(cfg: Config) -> Result<Server> {
+    let token = cfg.token()?;
+    let mut tenants = BTreeMap::new();
+    for (name, t) in &cfg.tenants {
+        let tenant = Tenant::load(name, t, &cfg)
+            .map_err(|e| Error::Invalid(format!("tenant `{name}`: {e}")))?;
+        tenants.insert(name.clone(), tenant);
+    }
+    let workers = cfg
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("starting the runtime: {e}")))?;
+    let bind = format!("{}:{}", cfg.bind, cfg.port);
+    let listener = rt
+        .block_on(TcpListener::bind(&bind))
+        .map_err(|source| Error::Io {
+            path: bind.clone().into(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io {
+        path: bind.into(),
+        source,
+    })?;
+    let app = Arc::new(App {
+        cfg,
+        token,
+        tenants,
+        metrics: Metrics::default(),
+    });
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let served = app.clone();
+    let thread = std::thread::spawn(move || {
+        let accepting = rt.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let app = served.clone();
+                        tokio::spawn(async move {
+                            let service = service_fn(move |req| handle(app.clone(), req));
+                            // A client that hangs up mid-request is its own problem.
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                    Err(e) => {
+                        // E.g. out of file descriptors: wait, keep serving.
+                        eprintln!("recforge-serve: accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        // Serve until `stop` (or until the handle is dropped).
+        rt.block_on(async move {
+            let _ = rx.changed().await;
+        });
+        accepting.abort();
+    });
+    Ok(Server {
+        addr,
+        app,
+        shutdown: tx,
+        thread: Some(thread),
+    })
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static header"),
+    );
+    r
+}
+
+fn text_response(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert("content-type", content_type.parse().expect("static header"));
+    r
+}
+
+fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+    let mut r = json_response(e.status, &e.body());
+    if e.status == 401 {
+        r.headers_mut()
+            .insert("www-authenticate", "Bearer".parse().expect("static header"));
+    }
+    r
+}
+
+/// Equal-time comparison, so the token cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let start = Instant::now();
+    let (tenant, route, resp) = dispatch(&app, req).await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    app.metrics.record(
+        &tenant,
+        route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    Ok(resp)
+}
+
+type Routed = (
+    String,
+    &'static str,
+    std::result::Result<Response<Full<Bytes>>, ApiError>,
+);
+
+async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Routed {
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let want = |m: Method| -> std::result::Result<(), ApiError> {
+        if method == m {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{path} takes {m}"),
+            ))
+        }
+    };
+    match parts.as_slice() {
+        ["healthz"] => (
+            String::new(),
+            "healthz",
+            want(Method::GET).map(|_| {
+                json_response(
+                    200,
+                    &json!({"status": "ok", "tenants": app.tenants.keys().collect::<Vec<_>>()}),
+                )
+            }),
+        ),
+        ["metrics"] => (
+            String::new(),
+            "metrics",
+            want(Method::GET).map(|_| {
+                text_response(
+                    app.metrics.render(app.tenants.values()),
+                    "text/plain; version=0.0.4",
+                )
+            }),
+        ),
+        ["openapi.yaml"] => (
+            String::new(),
+            "openapi",
+            want(Method::GET).map(|_| text_response(OPENAPI.to_string(), "application/yaml")),
+        ),
+        ["v1", tenant, rest @ ..] => {
+            let route: &'static str = match rest {
+                ["recommend"] => "recommend",
+                ["items"] => "items",
+                ["items", "availability"] => "availability",
+                ["reload"] => "reload",
+                _ => {
+                    return (
+                        String::new(),
+                        "unknown",
+                        Err(ApiError::new(404, "no_route", format!("no route {path}"))),
+                    );
+                }
+            };
+            let Some(t) = app.tenants.get(*tenant) else {
+                return (
+                    String::new(),
+                    route,
+                    Err(ApiError::new(
+                        404,
+                        "unknown_tenant",
+                        format!("no tenant `{tenant}`"),
+                    )),
+                );
+            };
+            let label = t.name.clone();
+            let out = tenant_route(app, &label, route, method, req).await;
+            (label, route, out)
+        }
+        _ => (
+            String::new(),
+            "unknown",
+            Err(ApiError::new(404, "no_route", format!("no route {path}"))),
+        ),
+    }
+}
+
+async fn tenant_route(
+    app: &Arc<App>,
+    tenant: &str,
+    route: &'static str,
+    method: Method,
+    req: Request<Incoming>,
+) -> std::result::Result<Response<Full<Bytes>>, ApiError> {
+    if method != Method::POST {
+        return Err(ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{route} takes POST"),
+        ));
+    }
+    if route != "recommend" {
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(given.as_bytes(), app.token.as_bytes()) {
+            return Err(ApiError::new(
+                401,
+                "unauthorized",
+                "admin routes need `Authorization: Bearer <token>`",
+            ));
+        }
+    }
+    let body = read_body(req, app.cfg.max_body_bytes).await?;
+    let app2 = app.clone();
+    let tenant = tenant.to_string();
+    let work = move || -> std::result::Result<Value, ApiError> {
+        let t = &app2.tenants[&tenant];
+        // A bug must cost one request, never the server.
+        std::panic::catch_unwind(AssertUnwindSafe(|| match route {
+            "recommend" => api::recommend(t, app2.cfg.max_k, &body),
+            "items" => api::items(t, &body),
+            "availability" => api::availability(t, &body),
+            _ => api::reload(t, &body),
+        }))
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                500,
+                "internal",
+                "the request failed inside the server; it keeps serving",
+            ))
+        })
+    };
+    let value = if route == "recommend" {
+        // About a millisecond of arithmetic: cheaper on this worker than
+        // handing it to another thread.
+        work()?
+    } else {
+        // Updates copy the pool and reloads read a bundle from disk: off
+        // the request workers.
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| ApiError::new(500, "internal", "the update task failed"))??
+    };
+    Ok(json_response(200, &value))
+}
+
+async fn read_body(req: Request<Incoming>, max: usize) -> std::result::Result<Bytes, ApiError> {
+    let too_big = || {
+        ApiError::new(
+            413,
+            "body_too_large",
+            format!("the request body exceeds {max} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > max
+    {
+        return Err(too_big());
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_big())
+        }
+        Err(e) => Err(ApiError::new(
+            400,
+            "bad_body",
+            format!("reading the request body: {e}"),
+        )),
+    }
+}

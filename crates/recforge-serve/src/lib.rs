@@ -1,0 +1,44 @@
+//! recforge-serve: an HTTP JSON server for recforge bundles.
+//!
+//! One process serves several clients (tenants), each with its own bundle
+//! (and optionally a second one for an A/B test), on the burn-free
+//! inference crate. Recommendations read an `Arc` snapshot of the tenant's
+//! models and item pool, so item updates and model reloads never block or
+//! fail a request in flight. The API is described in `openapi.yaml`.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod tenant;
+
+use std::path::PathBuf;
+
+pub use config::Config;
+pub use http::{Server, start};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {}: {msg}", path.display())]
+    Config { path: PathBuf, msg: String },
+    #[error("{}, line {line}: {msg}", path.display())]
+    Data {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("{0}")]
+    Model(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,312 @@
+//! One client's serving state: its model variants, the live changes to its
+//! item pool (kept so that a reloaded model gets them too), its customers
+//! and prices.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Deserialize;
+
+use crate::config::{Config, TenantConfig};
+use crate::engine::{Engine, Purchase};
+use crate::{Error, Result};
+
+/// The bundles being served; swapped whole on reload, so a request keeps
+/// the engine it started with.
+pub struct Variants {
+    pub a: Arc<Engine>,
+    pub b: Option<Arc<Engine>>,
+}
+
+/// Item-pool changes since the server started, replayed onto a reloaded
+/// bundle: an operator who marked an article sold out expects it to stay
+/// so when the model is swapped.
+#[derive(Default)]
+pub struct Overlay {
+    pub added: BTreeMap<String, HashMap<String, String>>,
+    pub unavailable: BTreeSet<String>,
+}
+
+pub struct Customer {
+    pub history: Vec<Purchase>,
+    pub attributes: HashMap<String, String>,
+}
+
+pub struct Tenant {
+    pub name: String,
+    pub cfg: TenantConfig,
+    models_dir: std::path::PathBuf,
+    variants: RwLock<Arc<Variants>>,
+    /// Serialises admin changes (items, availability, reload).
+    pub overlay: Mutex<Overlay>,
+    pub customers: HashMap<String, Customer>,
+    pub prices: RwLock<HashMap<String, f32>>,
+}
+
+/// One line of a customers file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerLine {
+    customer_id: String,
+    #[serde(default)]
+    history: Vec<HistoryLine>,
+    #[serde(default)]
+    attributes: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryLine {
+    article_id: String,
+    #[serde(default)]
+    days_ago: f64,
+}
+
+impl Tenant {
+    pub fn load(name: &str, cfg: &TenantConfig, server: &Config) -> Result<Self> {
+        let a = Arc::new(Engine::load(&server.models_dir.join(&cfg.bundle))?);
+        let b = match &cfg.ab {
+            Some(ab) => Some(Arc::new(Engine::load(&server.models_dir.join(&ab.bundle))?)),
+            None => None,
+        };
+        let customers = match &cfg.customers {
+            Some(p) => read_customers(p)?,
+            None => HashMap::new(),
+        };
+        let prices = match &cfg.prices {
+            Some(p) => read_prices(p)?,
+            None => HashMap::new(),
+        };
+        Ok(Tenant {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            models_dir: server.models_dir.clone(),
+            variants: RwLock::new(Arc::new(Variants { a, b })),
+            overlay: Mutex::new(Overlay::default()),
+            customers,
+            prices: RwLock::new(prices),
+        })
+    }
+
+    pub fn variants(&self) -> Arc<Variants> {
+        self.variants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// "a" or "b" for a customer: a stable hash of tenant and customer id
+    /// against the split, so a customer always sees the same variant and
+    /// tenants' splits are independent. Requests without a customer id go
+    /// to "a".
+    pub fn variant_of(&self, customer: Option<&str>) -> &'static str {
+        match (&self.cfg.ab, customer) {
+            (Some(ab), Some(id)) => {
+                let h = mix(recforge_infer::bundle::fnv1a(&format!(
+                    "{}\u{1f}{id}",
+                    self.name
+                )));
+                // The top 53 bits as a uniform number in [0, 1).
+                let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+                if u < ab.share { "b" } else { "a" }
+            }
+            _ => "a",
+        }
+    }
+
+    /// Loads `bundle` (or the configured one) as `variant`, replays the
+    /// overlay onto it and swaps it in. Requests in flight finish on the
+    /// engine they hold. Returns (previous version, new version).
+    pub fn reload(&self, variant: &str, bundle: Option<&str>) -> Result<(String, String)> {
+        let overlay = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+        let name = match (variant, bundle) {
+            (_, Some(b)) => b.to_string(),
+            ("a", None) => self.cfg.bundle.clone(),
+            ("b", None) => match &self.cfg.ab {
+                Some(ab) => ab.bundle.clone(),
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "tenant `{}` has no variant b",
+                        self.name
+                    )));
+                }
+            },
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "variant `{variant}`: use \"a\" or \"b\""
+                )));
+            }
+        };
+        if variant == "b" && self.cfg.ab.is_none() {
+            return Err(Error::Invalid(format!(
+                "tenant `{}` has no variant b",
+                self.name
+            )));
+        }
+        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(Error::Invalid(format!(
+                "bundle `{name}`: give a directory name under the models directory"
+            )));
+        }
+        let engine = Engine::load(&self.models_dir.join(&name))?;
+        apply_overlay(&engine, &overlay)?;
+        let engine = Arc::new(engine);
+        let mut slot = self.variants.write().unwrap_or_else(|e| e.into_inner());
+        let current = slot.clone();
+        let previous;
+        let next = if variant == "a" {
+            previous = current.a.version.clone();
+            Variants {
+                a: engine.clone(),
+                b: current.b.clone(),
+            }
+        } else {
+            previous = current
+                .b
+                .as_ref()
+                .map(|e| e.version.clone())
+                .unwrap_or_default();
+            Variants {
+                a: current.a.clone(),
+                b: Some(engine.clone()),
+            }
+        };
+        *slot = Arc::new(next);
+        Ok((previous, engine.version.clone()))
+    }
+}
+
+/// MurmurHash3's 64-bit finaliser. FNV-1a alone leaves its high bits
+/// nearly constant across ids that differ only in their last characters
+/// ("u1", "u2", ...): 10 of 200 such customers landed in a 50% variant.
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+fn apply_overlay(engine: &Engine, overlay: &Overlay) -> Result<()> {
+    let vectors: Vec<(String, Vec<f32>)> = overlay
+        .added
+        .iter()
+        .map(|(id, f)| Ok((id.clone(), engine.item_vector(f)?)))
+        .collect::<Result<_>>()?;
+    engine.pool.update(|s| {
+        for (id, v) in &vectors {
+            s.add(id, v)?;
+        }
+        for id in &overlay.unavailable {
+            if s.id_of(id).is_some() {
+                s.set_available(id, false)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn read_customers(path: &Path) -> Result<HashMap<String, Customer>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let c: CustomerLine = serde_json::from_str(line).map_err(|e| Error::Data {
+            path: path.to_path_buf(),
+            line: i + 1,
+            msg: e.to_string(),
+        })?;
+        let history = c
+            .history
+            .into_iter()
+            .map(|h| Purchase {
+                article: h.article_id,
+                days_ago: h.days_ago,
+            })
+            .collect();
+        if out
+            .insert(
+                c.customer_id.clone(),
+                Customer {
+                    history,
+                    attributes: c.attributes,
+                },
+            )
+            .is_some()
+        {
+            return Err(Error::Data {
+                path: path.to_path_buf(),
+                line: i + 1,
+                msg: format!("customer `{}` appears twice", c.customer_id),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn read_prices(path: &Path) -> Result<HashMap<String, f32>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 && line.starts_with("article_id") || line.trim().is_empty() {
+            continue;
+        }
+        let bad = |msg: String| Error::Data {
+            path: path.to_path_buf(),
+            line: i + 1,
+            msg,
+        };
+        let (id, price) = line
+            .split_once(',')
+            .ok_or_else(|| bad("expected `article_id,price`".into()))?;
+        let p: f32 = price
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("price `{price}` is not a number")))?;
+        if !(p.is_finite() && p > 0.0) {
+            return Err(bad(format!("price {p} must be positive")));
+        }
+        out.insert(id.trim().to_string(), p);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_customer_and_price_lines_name_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("recforge-serve-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = dir.join("customers.jsonl");
+        std::fs::write(&c, "{\"customer_id\": \"a\"}\n\n{\"customer_id\": 7}\n").unwrap();
+        let err = read_customers(&c).err().unwrap().to_string();
+        assert!(err.contains("customers.jsonl, line 3"), "{err}");
+        std::fs::write(&c, "{\"customer_id\": \"a\"}\n{\"customer_id\": \"a\"}\n").unwrap();
+        assert!(
+            read_customers(&c)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("twice")
+        );
+        let p = dir.join("prices.csv");
+        std::fs::write(&p, "article_id,price\nx,0.5\ny,-1\n").unwrap();
+        let err = read_prices(&p).err().unwrap().to_string();
+        assert!(err.contains("prices.csv, line 3"), "{err}");
+        std::fs::write(&p, "article_id,price\nx,0.5\n").unwrap();
+        assert_eq!(read_prices(&p).unwrap()["x"], 0.5);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

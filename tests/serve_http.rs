@@ -1,0 +1,542 @@
+//! The HTTP server on a loopback port: every route, the error cases, A/B
+//! assignment, sold-out articles, revenue ordering, metrics, and model
+//! reloads under concurrent requests. Bundles are random-init SASRec
+//! models written by the trainer's exporter.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use burn::tensor::Device;
+use recforge::experiment::Experiment;
+use recforge::export::{Parts, sasrec_spec, write_bundle};
+use recforge::features::ItemFeature;
+use recforge::model::SasRecConfig;
+use recforge_infer::bundle::{ItemFeatureSpec, Items, ModelKind};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+const N: usize = 300;
+const COLOURS: [&str; 4] = ["", "Black", "White", "Red"];
+
+fn article(i: usize) -> String {
+    format!("{:010}", 500_000_000 + i)
+}
+
+/// A random-init SASRec bundle over N articles with one item feature.
+fn bundle(dir: &Path, name: &str, seed: u64) {
+    let mut exp = Experiment::default();
+    exp.name = name.into();
+    exp.data.max_len = 20;
+    exp.model.d_model = 16;
+    exp.model.n_layers = 1;
+    exp.model.n_heads = 2;
+    exp.model.d_ff = 32;
+    let feats = vec![ItemFeature {
+        name: "colour_group_name".into(),
+        vocab: COLOURS.len(),
+        codes: (0..=N)
+            .map(|i| if i == 0 { 0 } else { 1 + (i % 3) as u32 })
+            .collect(),
+    }];
+    let dev = Device::flex();
+    dev.seed(seed);
+    let cfg = SasRecConfig::new(&exp.model, N + 1, exp.data.max_len, &feats);
+    let model = cfg.init(&feats, &dev);
+    let parts = Parts {
+        kind: ModelKind::Sasrec,
+        sasrec: Some(sasrec_spec(&cfg)),
+        two_tower: None,
+        items: Items {
+            ids: (0..=N)
+                .map(|i| if i == 0 { String::new() } else { article(i) })
+                .collect(),
+            features: vec![ItemFeatureSpec {
+                name: "colour_group_name".into(),
+                vocab: COLOURS.iter().map(|s| s.to_string()).collect(),
+                codes: feats[0].codes.clone(),
+            }],
+            known: vec![],
+        },
+        users: vec![],
+        cold_start: (1..=20).map(article).collect(),
+        data_end_day: 100,
+    };
+    write_bundle(&model, &exp, parts, json!({}), &dir.join(name)).unwrap();
+}
+
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(addr: std::net::SocketAddr) -> Self {
+        Client {
+            base: format!("http://{addr}"),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    fn post(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut resp = req.send(body.as_bytes()).unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    }
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["article_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn setup(dir: &Path) -> recforge_serve::Server {
+    let models = dir.join("models");
+    for (name, seed) in [("v1", 1), ("v2", 2), ("v3", 3)] {
+        bundle(&models, name, seed);
+    }
+    // A damaged bundle: its weights are cut short.
+    bundle(&models, "broken", 4);
+    let w = models.join("broken/model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    let customers: String = (0..3)
+        .map(|c| {
+            let history: Vec<Value> = (1..=5)
+                .map(|j| json!({"article_id": article(c * 10 + j), "days_ago": 10 - j}))
+                .collect();
+            json!({"customer_id": format!("cust{c}"), "history": history, "attributes": {}})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("customers.jsonl"), customers).unwrap();
+    let prices: String = std::iter::once("article_id,price\n".to_string())
+        .chain((1..=N).map(|i| format!("{},{}\n", article(i), 0.01 * (1 + i % 7) as f64)))
+        .collect();
+    std::fs::write(dir.join("prices.csv"), prices).unwrap();
+    let cfg = format!(
+        r#"
+models_dir = "models"
+admin_token = "{TOKEN}"
+port = 0
+max_body_bytes = 4096
+max_k = {N}
+workers = 2
+
+[tenants.shop]
+bundle = "v1"
+customers = "customers.jsonl"
+exclude_purchased = true
+
+[tenants.ab]
+bundle = "v1"
+[tenants.ab.ab]
+bundle = "v2"
+share = 0.5
+
+[tenants.rev]
+bundle = "v1"
+objective = "revenue"
+alpha = 1.0
+prices = "prices.csv"
+"#
+    );
+    std::fs::write(dir.join("serve.toml"), cfg).unwrap();
+    let cfg = recforge_serve::Config::load(&dir.join("serve.toml")).unwrap();
+    recforge_serve::start(cfg).unwrap()
+}
+
+#[test]
+fn every_route_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = setup(dir.path());
+    let c = Client::new(server.addr);
+    let hist = json!([article(1), article(2), article(3)]).to_string();
+
+    // Health and the shipped API description, which names every route.
+    let (s, body) = c.get("/healthz");
+    assert_eq!(s, 200);
+    assert!(body.contains("shop") && body.contains("ab"));
+    let (s, api) = c.get("/openapi.yaml");
+    assert_eq!(s, 200);
+    for route in [
+        "/healthz",
+        "/metrics",
+        "/v1/{tenant}/recommend",
+        "/v1/{tenant}/items",
+        "/v1/{tenant}/items/availability",
+        "/v1/{tenant}/reload",
+    ] {
+        assert!(api.contains(&format!("{route}:")), "{route} undocumented");
+    }
+
+    // Recommendations by explicit history and by customer id.
+    let (s, r) = c.post(
+        "/v1/shop/recommend",
+        &format!(r#"{{"history": {hist}, "k": 12}}"#),
+        None,
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(ids(&r).len(), 12);
+    assert_eq!(r["variant"], "a");
+    assert_eq!(r["source"], "model");
+    assert!(r["model_version"].as_str().unwrap().starts_with("v1@"));
+    let scores: Vec<f64> = r["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "not ranked: {scores:?}"
+    );
+    let (s, r) = c.post(
+        "/v1/shop/recommend",
+        r#"{"customer_id": "cust1", "k": 50}"#,
+        None,
+    );
+    assert_eq!(s, 200, "{r}");
+    // exclude_purchased: cust1 bought articles 11-15.
+    let got = ids(&r);
+    assert!((11..=15).all(|j| !got.contains(&article(j))));
+    // Explicit exclusions.
+    let first = ids(&c
+        .post(
+            "/v1/shop/recommend",
+            &format!(r#"{{"history": {hist}, "k": 3}}"#),
+            None,
+        )
+        .1)[0]
+        .clone();
+    let (_, r) = c.post(
+        "/v1/shop/recommend",
+        &format!(r#"{{"history": {hist}, "k": 3, "exclude": ["{first}", "no-such-article"]}}"#),
+        None,
+    );
+    assert!(!ids(&r).contains(&first));
+    // Nothing the model knows: the cold-start list.
+    let (s, r) = c.post(
+        "/v1/shop/recommend",
+        r#"{"history": ["unknown-article"], "k": 5}"#,
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(r["source"], "cold-start");
+    assert_eq!(ids(&r), (1..=5).map(article).collect::<Vec<_>>());
+
+    // Bad input: each a 4xx with a JSON error, and the server goes on.
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/v1/shop/recommend", "{\"k\": 3".into(), 400, "bad_json"),
+        (
+            "/v1/shop/recommend",
+            r#"{"customer_id": "cust1", "kk": 3}"#.into(),
+            400,
+            "bad_json",
+        ),
+        (
+            "/v1/nobody/recommend",
+            r#"{"customer_id": "cust1"}"#.into(),
+            404,
+            "unknown_tenant",
+        ),
+        (
+            "/v1/shop/recommend",
+            r#"{"customer_id": "stranger"}"#.into(),
+            404,
+            "unknown_customer",
+        ),
+        (
+            "/v1/shop/recommend",
+            r#"{"customer_id": "cust1", "k": 0}"#.into(),
+            422,
+            "bad_k",
+        ),
+        (
+            "/v1/shop/recommend",
+            format!(r#"{{"customer_id": "cust1", "k": {}}}"#, N + 1),
+            422,
+            "bad_k",
+        ),
+        (
+            "/v1/shop/recommend",
+            r#"{"k": 3}"#.into(),
+            422,
+            "no_customer",
+        ),
+        (
+            "/v1/shop/recommend",
+            format!(r#"{{"history": ["{}"]}}"#, "x".repeat(5000)),
+            413,
+            "body_too_large",
+        ),
+        ("/v1/shop/nothing", "{}".into(), 404, "no_route"),
+    ];
+    for (path, body, status, code) in &cases {
+        let (s, r) = c.post(path, body, None);
+        assert_eq!(
+            (s, r["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{path} {body:.60}: {r}"
+        );
+    }
+    let (s, _) = c.get("/v1/shop/recommend");
+    assert_eq!(s, 405);
+
+    // Admin routes need the token.
+    let sold = format!(r#"{{"sold_out": ["{first}"]}}"#);
+    assert_eq!(c.post("/v1/shop/items/availability", &sold, None).0, 401);
+    assert_eq!(
+        c.post(
+            "/v1/shop/items/availability",
+            &sold,
+            Some("wrong-token-wrong-token")
+        )
+        .0,
+        401
+    );
+    assert_eq!(c.post("/v1/shop/reload", "", None).0, 401);
+    assert_eq!(c.post("/v1/shop/items", r#"{"items": []}"#, None).0, 401);
+
+    // Sold out: gone from the very next response, even asking for all.
+    let all = format!(r#"{{"history": {hist}, "k": {N}}}"#);
+    assert!(ids(&c.post("/v1/shop/recommend", &all, None).1).contains(&first));
+    let (s, r) = c.post("/v1/shop/items/availability", &sold, Some(TOKEN));
+    assert_eq!(s, 200, "{r}");
+    let (_, r) = c.post("/v1/shop/recommend", &all, None);
+    assert!(!ids(&r).contains(&first));
+    assert_eq!(
+        ids(&r).len(),
+        N - 1 - 3,
+        "all but the sold-out one and the 3 bought"
+    );
+    // Unknown ids refuse the whole update.
+    let (s, r) = c.post(
+        "/v1/shop/items/availability",
+        &format!(r#"{{"in_stock": ["{first}", "nope"]}}"#),
+        Some(TOKEN),
+    );
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (404, Some("unknown_article"))
+    );
+    assert!(!ids(&c.post("/v1/shop/recommend", &all, None).1).contains(&first));
+
+    // A new article from its features: servable at once, with the score
+    // the model gives its feature vector.
+    let (s, r) = c.post(
+        "/v1/shop/items",
+        r#"{"items": [{"article_id": "NEW-1", "features": {"colour_group_name": "Red"}, "price": 0.05}]}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["pool_size"], N + 1);
+    let (_, r) = c.post(
+        "/v1/shop/recommend",
+        &format!(r#"{{"history": {hist}, "k": {N}}}"#),
+        None,
+    );
+    assert!(ids(&r).contains(&"NEW-1".to_string()));
+    let (s, r) = c.post(
+        "/v1/shop/items",
+        r#"{"items": [{"article_id": "NEW-2", "features": {"colur": "Red"}}]}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (422, Some("unknown_feature"))
+    );
+
+    // A reload keeps the live changes: still sold out, still has NEW-1.
+    let (s, r) = c.post("/v1/shop/reload", r#"{"bundle": "v3"}"#, Some(TOKEN));
+    assert_eq!(s, 200, "{r}");
+    assert!(r["model_version"].as_str().unwrap().starts_with("v3@"));
+    let (_, r) = c.post(
+        "/v1/shop/recommend",
+        &format!(r#"{{"history": {hist}, "k": {N}}}"#),
+        None,
+    );
+    assert!(r["model_version"].as_str().unwrap().starts_with("v3@"));
+    assert!(!ids(&r).contains(&first) && ids(&r).contains(&"NEW-1".to_string()));
+    // A damaged bundle is refused and the current model keeps serving.
+    let (s, r) = c.post("/v1/shop/reload", r#"{"bundle": "broken"}"#, Some(TOKEN));
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (422, Some("bad_bundle")),
+        "{r}"
+    );
+    let (s, r) = c.post(
+        "/v1/shop/recommend",
+        &format!(r#"{{"history": {hist}}}"#),
+        None,
+    );
+    assert_eq!(s, 200);
+    assert!(r["model_version"].as_str().unwrap().starts_with("v3@"));
+    let (s, _) = c.post(
+        "/v1/shop/reload",
+        r#"{"bundle": "../models/v1"}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(s, 422);
+    let (s, _) = c.post("/v1/shop/reload", r#"{"variant": "b"}"#, Some(TOKEN));
+    assert_eq!(s, 422);
+
+    // Revenue objective: ordered by score + ln(price).
+    let (s, r) = c.post(
+        "/v1/rev/recommend",
+        &format!(r#"{{"history": {hist}, "k": 20}}"#),
+        None,
+    );
+    assert_eq!(s, 200);
+    let items = r["items"].as_array().unwrap();
+    let values: Vec<f64> = items.iter().map(|x| x["value"].as_f64().unwrap()).collect();
+    assert!(values.windows(2).all(|w| w[0] >= w[1]));
+    for x in items {
+        let i: usize = x["article_id"].as_str().unwrap().parse::<usize>().unwrap() - 500_000_000;
+        let want = x["score"].as_f64().unwrap() + (0.01 * (1 + i % 7) as f64).ln();
+        assert!((x["value"].as_f64().unwrap() - want).abs() < 1e-4);
+    }
+
+    // Metrics: per-tenant, per-route counts and histograms, pool gauges.
+    let (s, m) = c.get("/metrics");
+    assert_eq!(s, 200);
+    for want in [
+        "recforge_requests_total{tenant=\"shop\",route=\"recommend\",status=\"200\"}",
+        "recforge_requests_total{tenant=\"shop\",route=\"recommend\",status=\"422\"} 3",
+        "recforge_requests_total{tenant=\"shop\",route=\"availability\",status=\"401\"} 2",
+        "recforge_request_duration_seconds_bucket{tenant=\"shop\",route=\"recommend\",le=\"+Inf\"}",
+        &format!(
+            "recforge_item_pool_size{{tenant=\"shop\",variant=\"a\"}} {}",
+            N + 1
+        ),
+        &format!("recforge_item_pool_available{{tenant=\"shop\",variant=\"a\"}} {N}"),
+        "recforge_model_info{tenant=\"ab\",variant=\"b\",version=\"v2@",
+    ] {
+        assert!(m.contains(want), "metrics lack {want}:\n{m}");
+    }
+    server.stop();
+}
+
+#[test]
+fn ab_variants_are_stable_and_split_by_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = setup(dir.path());
+    let c = Client::new(server.addr);
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut b = 0;
+    for round in 0..2 {
+        for u in 0..200 {
+            let body = format!(
+                r#"{{"customer_id": "u{u}", "history": ["{}"], "k": 3}}"#,
+                article(1 + u % 50)
+            );
+            let (s, r) = c.post("/v1/ab/recommend", &body, None);
+            assert_eq!(s, 200, "{r}");
+            let v = r["variant"].as_str().unwrap().to_string();
+            let version = r["model_version"].as_str().unwrap();
+            // Every response says its variant, and the variant's model answered.
+            assert!(
+                version.starts_with(if v == "a" { "v1@" } else { "v2@" }),
+                "{v} answered by {version}"
+            );
+            if round == 0 {
+                b += usize::from(v == "b");
+                seen.insert(format!("u{u}"), v);
+            } else {
+                assert_eq!(seen[&format!("u{u}")], v, "customer u{u} changed variant");
+            }
+        }
+    }
+    assert!(
+        (70..=130).contains(&b),
+        "{b} of 200 customers in b at share 0.5"
+    );
+    server.stop();
+}
+
+#[test]
+fn reloads_under_concurrent_requests_drop_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = setup(dir.path());
+    let addr = server.addr;
+    let stop = AtomicBool::new(false);
+    let (done, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let versions = std::sync::Mutex::new(HashSet::new());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (stop, done, failed, versions) = (&stop, &done, &failed, &versions);
+            s.spawn(move || {
+                let c = Client::new(addr);
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!(
+                        r#"{{"history": ["{}", "{}"], "k": 12}}"#,
+                        article(1 + (t + i) % N),
+                        article(1 + i % N)
+                    );
+                    let (s, r) = c.post("/v1/shop/recommend", &body, None);
+                    if s == 200 && ids(&r).len() == 12 {
+                        versions
+                            .lock()
+                            .unwrap()
+                            .insert(r["model_version"].as_str().unwrap()[..2].to_string());
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            });
+        }
+        let c = Client::new(addr);
+        for round in 0..6 {
+            let name = ["v2", "v3", "v1"][round % 3];
+            let (s, r) = c.post(
+                "/v1/shop/reload",
+                &format!(r#"{{"bundle": "{name}"}}"#),
+                Some(TOKEN),
+            );
+            assert_eq!(s, 200, "{r}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let (done, failed) = (done.into_inner(), failed.into_inner());
+    eprintln!("{done} requests during 6 reloads, {failed} failed");
+    assert_eq!(failed, 0);
+    assert!(done > 50, "only {done} requests were made");
+    let versions = versions.into_inner().unwrap();
+    assert!(versions.len() >= 2, "requests saw only {versions:?}");
+    server.stop();
+}

@@ -25,8 +25,10 @@ fn article(i: usize) -> String {
 
 /// A random-init SASRec bundle over N articles with one item feature.
 fn bundle(dir: &Path, name: &str, seed: u64) {
-    let mut exp = Experiment::default();
-    exp.name = name.into();
+    let mut exp = Experiment {
+        name: name.into(),
+        ..Default::default()
+    };
     exp.data.max_len = 20;
     exp.model.d_model = 16;
     exp.model.n_layers = 1;

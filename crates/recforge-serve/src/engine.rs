@@ -9,6 +9,8 @@ use recforge_infer::{Bundle, ItemPool, SasRecModel, TwoTowerModel};
 
 use crate::{Error, Result};
 
+// One per loaded bundle: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     SasRec(SasRecModel),
     TwoTower(TwoTowerModel),

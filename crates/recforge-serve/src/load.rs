@@ -48,7 +48,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
-    if cfg.bodies.is_empty() || !(cfg.rate > 0.0) || !(cfg.seconds > 0.0) || cfg.threads == 0 {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if cfg.bodies.is_empty() || !positive(cfg.rate) || !positive(cfg.seconds) || cfg.threads == 0 {
         return Err(Error::Invalid(
             "load: need bodies, a positive rate, duration and thread count".into(),
         ));

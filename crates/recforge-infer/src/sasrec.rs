@@ -8,7 +8,7 @@
 //! for the last position only, since nothing else is read.
 
 use crate::bundle::{Bundle, ModelKind, SasRecSpec};
-use crate::nn::{LayerNorm, Linear, gelu, softmax};
+use crate::nn::{LayerNorm, Linear, dot, gelu_inplace, softmax};
 use crate::{Error, Result};
 
 struct Layer {
@@ -216,7 +216,7 @@ impl SasRecModel {
             layer.norm_1.forward(&mut ff_in);
         }
         let mut h = layer.inner.forward(&ff_in);
-        h.iter_mut().for_each(|v| *v = gelu(*v));
+        gelu_inplace(&mut h);
         let ff = layer.outer.forward(&h);
         x.iter_mut().zip(&ff).for_each(|(a, b)| *a += b);
         if !pre {
@@ -253,7 +253,7 @@ impl SasRecModel {
                     for (j, wj) in w.iter_mut().enumerate().take(i + 1) {
                         let r = start + j;
                         let kv = &k[r * d + h * dk..r * d + (h + 1) * dk];
-                        *wj = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() / scale;
+                        *wj = dot(qv, kv) / scale;
                     }
                     softmax(&mut w[..=i]);
                     let out = &mut ctx[qi * d + h * dk..qi * d + (h + 1) * dk];

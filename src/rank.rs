@@ -352,10 +352,7 @@ pub fn top_lists(
     day: i64,
     k: usize,
 ) -> Result<Vec<Vec<u32>>> {
-    let queries: Vec<Option<Vec<f32>>> = users
-        .par_iter()
-        .map(|&u| server.query(past, hist, u, day))
-        .collect::<Result<_>>()?;
+    let queries = server.queries(past, hist, users, day)?;
     let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
     let mut found = server.pool.snapshot().recommend(&flat, k, &[])?.into_iter();
     Ok(queries

@@ -94,19 +94,7 @@ impl Server {
                 (d, v)
             }
             Model::TwoTower(t) => {
-                let mut codes: Vec<Vec<u32>> = (0..n_bundle)
-                    .map(|i| m.items.features.iter().map(|f| f.codes[i]).collect())
-                    .collect();
-                let mut ids: Vec<Option<u32>> = (0..n_bundle)
-                    .map(|i| {
-                        m.items
-                            .known
-                            .get(i)
-                            .copied()
-                            .unwrap_or(false)
-                            .then(|| t.id_bucket(&m.items.ids[i]))
-                    })
-                    .collect();
+                let (mut codes, mut ids) = t.catalogue_inputs(m);
                 codes.extend(new_codes.iter().cloned());
                 ids.extend(std::iter::repeat_n(None, new_codes.len()));
                 (t.d_model(), t.item_vectors(&codes, &ids)?)

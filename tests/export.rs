@@ -4,10 +4,12 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use recforge::data::Dataset;
 use recforge::experiment::Experiment;
 use recforge::serve::{Histories, Model, Server};
 use recforge::topk::top_k;
@@ -15,6 +17,7 @@ use recforge::train::checkpoint::{self, TrainState};
 use recforge::train::retrieval::Retrieval;
 use recforge::train::sequential::Sequential;
 use recforge::train::{Task, TrainOptions, train};
+use recforge_serve::engine::Purchase;
 
 /// burn's RNG is process-global: model builds and trainings take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -188,6 +191,62 @@ fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
         users.len()
     );
     assert!(worst_diff <= 1e-4, "SASRec scores differ by {worst_diff}");
+    let out = bundle.with_extension("serving");
+    serving_engine_parity(bundle, &exp.data.cache, &server, ds, &out);
+}
+
+/// The HTTP server's engine, fed the customer file `recforge serving-data`
+/// writes, computes the trainer-side server's query vectors for the day
+/// after the data ends.
+fn serving_engine_parity(bundle: &Path, data: &Path, server: &Server, ds: &Dataset, out: &Path) {
+    recforge::serving_data::write(data, out, 50).unwrap();
+    let engine = recforge_serve::engine::Engine::load(bundle).unwrap();
+    let hist = Histories::of_all(ds);
+    let day = (0..ds.inter.user.len()).map(|r| ds.day(r)).max().unwrap() + 1;
+    let text = std::fs::read_to_string(out.join("customers.jsonl")).unwrap();
+    let (mut checked, mut worst_diff) = (0, 0f32);
+    for (i, line) in text.lines().enumerate().take(80) {
+        let user = i as u32 + 1;
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            v["customer_id"].as_str(),
+            Some(ds.users.ids[user as usize].as_str())
+        );
+        let history: Vec<Purchase> = v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| Purchase {
+                article: h["article_id"].as_str().unwrap().into(),
+                days_ago: h["days_ago"].as_f64().unwrap(),
+            })
+            .collect();
+        let attributes: HashMap<String, String> = v["attributes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, x)| (k.clone(), x.as_str().unwrap().to_string()))
+            .collect();
+        let want = server.query(ds, &hist, user, day).unwrap();
+        match (want, engine.query(&history, &attributes).unwrap()) {
+            (Some(w), Some(g)) => {
+                worst_diff = worst_diff.max(worst(&w, &g));
+                checked += 1;
+            }
+            (None, None) => {}
+            (w, g) => panic!(
+                "customer {user}: trainer {:?}, HTTP engine {:?}",
+                w.is_some(),
+                g.is_some()
+            ),
+        }
+    }
+    eprintln!("HTTP engine parity: {checked} customers, worst {worst_diff:.2e}");
+    assert!(checked >= 20, "only {checked} customers with history");
+    assert!(
+        worst_diff <= 1e-5,
+        "HTTP engine queries differ by {worst_diff}"
+    );
 }
 
 /// Two towers: every item vector and the test customers' vectors.
@@ -239,6 +298,8 @@ fn tower_parity(exp: &Experiment, run: &Path, bundle: &Path) {
     }
     eprintln!("two-tower parity: worst item {item_diff:.2e}, customer {user_diff:.2e}");
     assert!(user_diff <= 1e-4, "customer vectors differ by {user_diff}");
+    let out = bundle.with_extension("serving");
+    serving_engine_parity(bundle, &exp.data.cache, &server, ds, &out);
 }
 
 #[test]

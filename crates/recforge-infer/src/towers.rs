@@ -186,6 +186,27 @@ impl TwoTowerModel {
         Ok(y)
     }
 
+    /// The item tower's inputs for the bundle's own catalogue (item index
+    /// order, padding row included): feature codes, and the id bucket of
+    /// every article with a trained id vector (sold in training).
+    pub fn catalogue_inputs(&self, m: &crate::Manifest) -> (Vec<Vec<u32>>, Vec<Option<u32>>) {
+        let n = m.items.ids.len();
+        let codes = (0..n)
+            .map(|i| m.items.features.iter().map(|f| f.codes[i]).collect())
+            .collect();
+        let ids = (0..n)
+            .map(|i| {
+                m.items
+                    .known
+                    .get(i)
+                    .copied()
+                    .unwrap_or(false)
+                    .then(|| self.id_bucket(&m.items.ids[i]))
+            })
+            .collect();
+        (codes, ids)
+    }
+
     /// The hashed id bucket of an article id.
     pub fn id_bucket(&self, article_id: &str) -> u32 {
         if self.spec.id_buckets == 0 {

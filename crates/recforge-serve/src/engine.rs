@@ -56,21 +56,10 @@ impl Engine {
             }
             ModelKind::TwoTower => {
                 let t = TwoTowerModel::from_bundle(&bundle)?;
-                let codes: Vec<Vec<u32>> = (1..n)
-                    .map(|i| m.items.features.iter().map(|f| f.codes[i]).collect())
-                    .collect();
-                let ids: Vec<Option<u32>> = (1..n)
-                    .map(|i| {
-                        m.items
-                            .known
-                            .get(i)
-                            .copied()
-                            .unwrap_or(false)
-                            .then(|| t.id_bucket(&m.items.ids[i]))
-                    })
-                    .collect();
-                let v = t.item_vectors(&codes, &ids)?;
                 let d = t.d_model();
+                let (codes, ids) = t.catalogue_inputs(m);
+                // Without the padding row.
+                let v = t.item_vectors(&codes[1..], &ids[1..])?;
                 (Model::TwoTower(t), d, v)
             }
         };
@@ -120,8 +109,8 @@ impl Engine {
     }
 
     /// The query vector of a customer with this history (oldest first) and
-    /// these attributes; None when nothing in the history is known to the
-    /// model (the caller serves the cold-start list).
+    /// these attributes; None when nothing in the history is in the pool:
+    /// such customers get the cold-start list, as in submissions.
     pub fn query(
         &self,
         history: &[Purchase],
@@ -139,6 +128,9 @@ impl Engine {
             Model::TwoTower(t) => {
                 let d = t.d_model();
                 let snap = self.pool.snapshot();
+                if !history.iter().any(|p| snap.id_of(&p.article).is_some()) {
+                    return Ok(None);
+                }
                 let pooled = if t.spec.history == "none" {
                     None
                 } else {
@@ -172,9 +164,6 @@ impl Engine {
                         attributes.get(key).map_or(0, |v| f.spec.code(v))
                     })
                     .collect();
-                if history.is_empty() && codes.iter().all(|&c| c == 0) {
-                    return Ok(None);
-                }
                 Ok(Some(t.user_vectors(&[codes], pooled.as_deref())?))
             }
         }

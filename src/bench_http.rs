@@ -41,7 +41,7 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn wait_healthy(port: u16, server: &mut Child) -> Result<()> {
+fn wait_listening(port: u16, server: &mut Child) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
         if let Some(status) = server.try_wait()? {
@@ -109,7 +109,7 @@ pub fn run(
             .spawn()
             .context("starting recforge-serve")?,
     );
-    wait_healthy(port, &mut server.0)?;
+    wait_listening(port, &mut server.0)?;
     let startup_s = t.elapsed().as_secs_f64();
     let url = format!("http://127.0.0.1:{port}/v1/hm/recommend");
     let load = |rate: f64, secs: f64| -> Result<Value> {

@@ -106,10 +106,7 @@ impl Config {
     /// Reads and checks `path`; relative paths inside become relative to
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::read_text(path)?;
         let mut cfg: Config = toml::from_str(&text).map_err(|e| Error::Config {
             path: path.to_path_buf(),
             msg: e.to_string(),

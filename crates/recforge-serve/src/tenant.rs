@@ -209,10 +209,7 @@ fn apply_overlay(engine: &Engine, overlay: &Overlay) -> Result<()> {
 }
 
 fn read_customers(path: &Path) -> Result<HashMap<String, Customer>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::read_text(path)?;
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -252,10 +249,7 @@ fn read_customers(path: &Path) -> Result<HashMap<String, Customer>> {
 }
 
 fn read_prices(path: &Path) -> Result<HashMap<String, f32>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::read_text(path)?;
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         if i == 0 && line.starts_with("article_id") || line.trim().is_empty() {

@@ -232,11 +232,7 @@ pub fn feature_codes(bundle: &Bundle, ds: &Dataset, di: u32) -> Vec<u32> {
             let Some(src) = ds.items.feature(&f.name) else {
                 return 0;
             };
-            let value = &src.vocab[src.codes[di as usize] as usize];
-            if value.is_empty() {
-                return 0;
-            }
-            f.vocab.iter().position(|v| v == value).unwrap_or(0) as u32
+            f.code(&src.vocab[src.codes[di as usize] as usize])
         })
         .collect()
 }

@@ -260,7 +260,7 @@ impl ItemIndex {
             // SAFETY: the CPU supports AVX2 (checked just above).
             return unsafe { self.search_one_avx2(q, &qu, k, skip, exclude) };
         }
-        self.search_one_with(q, &qu, k, skip, exclude)
+        self.search_one_with(q, &qu, k, skip, exclude, false)
     }
 
     /// The same code compiled for AVX2, where the int8 dot product becomes
@@ -275,9 +275,10 @@ impl ItemIndex {
         skip: bool,
         exclude: &[u32],
     ) -> Vec<(u32, f32)> {
-        self.search_one_with(q, qu, k, skip, exclude)
+        self.search_one_with(q, qu, k, skip, exclude, true)
     }
 
+    /// `avx2`: the caller has checked that the CPU has AVX2.
     #[inline(always)]
     fn search_one_with(
         &self,
@@ -286,6 +287,7 @@ impl ItemIndex {
         k: usize,
         skip: bool,
         exclude: &[u32],
+        avx2: bool,
     ) -> Vec<(u32, f32)> {
         let d = self.dim;
         let n = self.ids.len();
@@ -295,10 +297,7 @@ impl ItemIndex {
         let mut floor = f32::NEG_INFINITY;
         let mut cap = 4 * k.max(4);
         let mut dot = [0i32; SCAN_BLOCK];
-        #[cfg(target_arch = "x86_64")]
-        let wide64 = d == 64 && std::arch::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        let wide64 = false;
+        let wide64 = avx2 && d == 64;
         let mut upper = [0f32; SCAN_BLOCK];
         for start in (0..n).step_by(SCAN_BLOCK) {
             let m = SCAN_BLOCK.min(n - start);

@@ -156,13 +156,8 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
                 list.drain(..).map(|(id, s)| (id, s, s)).collect();
             if revenue {
                 let prices = t.prices.read().unwrap_or_else(|e| e.into_inner());
-                let fallback = median(prices.values().copied());
                 for x in &mut scored {
-                    let p = snap
-                        .article(x.0)
-                        .and_then(|a| prices.get(a))
-                        .copied()
-                        .unwrap_or(fallback);
+                    let p = prices.get(snap.article(x.0).unwrap_or_default());
                     x.2 = x.1 + (t.cfg.alpha * f64::from(p).ln()) as f32;
                 }
                 scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
@@ -205,16 +200,6 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
     }))
 }
 
-/// Median of positive prices; 1.0 (no change in order) without any.
-fn median(values: impl Iterator<Item = f32>) -> f32 {
-    let mut v: Vec<f32> = values.filter(|p| *p > 0.0).collect();
-    if v.is_empty() {
-        return 1.0;
-    }
-    let mid = v.len() / 2;
-    *v.select_nth_unstable_by(mid, f32::total_cmp).1
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ItemsRequest {
@@ -239,9 +224,7 @@ pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
     }
     let mut overlay = t.overlay.lock().unwrap_or_else(|e| e.into_inner());
     let variants = t.variants();
-    let engines: Vec<&Engine> = std::iter::once(&*variants.a)
-        .chain(variants.b.as_deref())
-        .collect();
+    let engines: Vec<&Engine> = variants.engines().map(|(_, e)| e).collect();
     let known: Vec<&str> = variants
         .a
         .bundle
@@ -314,16 +297,20 @@ pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
             })
             .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
     }
-    let mut prices = t.prices.write().unwrap_or_else(|e| e.into_inner());
     for it in &req.items {
         overlay
             .added
             .insert(it.article_id.clone(), it.features.clone());
         overlay.unavailable.remove(&it.article_id);
-        if let Some(p) = it.price {
-            prices.insert(it.article_id.clone(), p);
-        }
     }
+    t.prices
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_many(
+            req.items
+                .iter()
+                .filter_map(|it| Some((it.article_id.as_str(), it.price?))),
+        );
     Ok(json!({"added": req.items.len(), "pool_size": variants.a.pool.snapshot().len()}))
 }
 
@@ -349,9 +336,7 @@ pub fn availability(t: &Tenant, body: &[u8]) -> ApiResult {
     }
     let mut overlay = t.overlay.lock().unwrap_or_else(|e| e.into_inner());
     let variants = t.variants();
-    let engines: Vec<&Engine> = std::iter::once(&*variants.a)
-        .chain(variants.b.as_deref())
-        .collect();
+    let engines: Vec<&Engine> = variants.engines().map(|(_, e)| e).collect();
     let snaps: Vec<_> = engines.iter().map(|e| e.pool.snapshot()).collect();
     let unknown: Vec<&String> = req
         .sold_out

@@ -128,19 +128,19 @@ impl Engine {
             Model::TwoTower(t) => {
                 let d = t.d_model();
                 let snap = self.pool.snapshot();
-                if !history.iter().any(|p| snap.id_of(&p.article).is_some()) {
+                let known: Vec<(&[f32], f64)> = history
+                    .iter()
+                    .filter_map(|p| {
+                        let id = snap.id_of(&p.article)?;
+                        Some((snap.vector_of(id)?, p.days_ago))
+                    })
+                    .collect();
+                if known.is_empty() {
                     return Ok(None);
                 }
                 let pooled = if t.spec.history == "none" {
                     None
                 } else {
-                    let known: Vec<(&[f32], f64)> = history
-                        .iter()
-                        .filter_map(|p| {
-                            let id = snap.id_of(&p.article)?;
-                            Some((snap.vector_of(id)?, p.days_ago))
-                        })
-                        .collect();
                     let known = &known[known.len().saturating_sub(t.spec.history_len)..];
                     let ago: Vec<f64> = known.iter().map(|k| k.1).collect();
                     let w = t.history_weights(&ago);

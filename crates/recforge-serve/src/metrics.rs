@@ -92,7 +92,7 @@ impl Metrics {
         let mut avail = String::new();
         for t in tenants {
             let v = t.variants();
-            for (name, e) in std::iter::once(("a", &v.a)).chain(v.b.as_ref().map(|b| ("b", b))) {
+            for (name, e) in v.engines() {
                 let snap = e.pool.snapshot();
                 let labels = format!("tenant=\"{}\",variant=\"{name}\"", escape(&t.name));
                 let _ = writeln!(out, "recforge_item_pool_size{{{labels}}} {}", snap.len());

@@ -19,6 +19,58 @@ pub struct Variants {
     pub b: Option<Arc<Engine>>,
 }
 
+impl Variants {
+    /// Every engine being served: item changes go to all of them.
+    pub fn engines(&self) -> impl Iterator<Item = (&'static str, &Engine)> {
+        std::iter::once(("a", &*self.a)).chain(self.b.as_deref().map(|b| ("b", b)))
+    }
+}
+
+/// Article prices for the revenue objective, with the median that stands
+/// in for articles without one (kept up to date on writes, so a request
+/// never scans the table).
+pub struct Prices {
+    by_article: HashMap<String, f32>,
+    median: f32,
+}
+
+impl Prices {
+    pub fn new(by_article: HashMap<String, f32>) -> Self {
+        let mut p = Prices {
+            by_article,
+            median: 1.0,
+        };
+        p.median = median(p.by_article.values().copied());
+        p
+    }
+
+    /// The article's price, or the median of known prices.
+    pub fn get(&self, article: &str) -> f32 {
+        self.by_article.get(article).copied().unwrap_or(self.median)
+    }
+
+    pub fn set_many<'a>(&mut self, prices: impl Iterator<Item = (&'a str, f32)>) {
+        let mut any = false;
+        for (a, p) in prices {
+            self.by_article.insert(a.to_string(), p);
+            any = true;
+        }
+        if any {
+            self.median = median(self.by_article.values().copied());
+        }
+    }
+}
+
+/// Median of positive prices; 1.0 (no change in order) without any.
+fn median(values: impl Iterator<Item = f32>) -> f32 {
+    let mut v: Vec<f32> = values.filter(|p| *p > 0.0).collect();
+    if v.is_empty() {
+        return 1.0;
+    }
+    let mid = v.len() / 2;
+    *v.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
 /// Item-pool changes since the server started, replayed onto a reloaded
 /// bundle: an operator who marked an article sold out expects it to stay
 /// so when the model is swapped.
@@ -41,7 +93,7 @@ pub struct Tenant {
     /// Serialises admin changes (items, availability, reload).
     pub overlay: Mutex<Overlay>,
     pub customers: HashMap<String, Customer>,
-    pub prices: RwLock<HashMap<String, f32>>,
+    pub prices: RwLock<Prices>,
 }
 
 /// One line of a customers file.
@@ -85,7 +137,7 @@ impl Tenant {
             variants: RwLock::new(Arc::new(Variants { a, b })),
             overlay: Mutex::new(Overlay::default()),
             customers,
-            prices: RwLock::new(prices),
+            prices: RwLock::new(Prices::new(prices)),
         })
     }
 
@@ -120,30 +172,21 @@ impl Tenant {
     /// engine they hold. Returns (previous version, new version).
     pub fn reload(&self, variant: &str, bundle: Option<&str>) -> Result<(String, String)> {
         let overlay = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
-        let name = match (variant, bundle) {
-            (_, Some(b)) => b.to_string(),
-            ("a", None) => self.cfg.bundle.clone(),
-            ("b", None) => match &self.cfg.ab {
-                Some(ab) => ab.bundle.clone(),
-                None => {
-                    return Err(Error::Invalid(format!(
-                        "tenant `{}` has no variant b",
-                        self.name
-                    )));
-                }
-            },
+        let name = match (variant, &self.cfg.ab) {
+            ("b", None) => {
+                return Err(Error::Invalid(format!(
+                    "tenant `{}` has no variant b",
+                    self.name
+                )));
+            }
+            ("a", _) => bundle.unwrap_or(&self.cfg.bundle).to_string(),
+            ("b", Some(ab)) => bundle.unwrap_or(&ab.bundle).to_string(),
             _ => {
                 return Err(Error::Invalid(format!(
                     "variant `{variant}`: use \"a\" or \"b\""
                 )));
             }
         };
-        if variant == "b" && self.cfg.ab.is_none() {
-            return Err(Error::Invalid(format!(
-                "tenant `{}` has no variant b",
-                self.name
-            )));
-        }
         if name.contains('/') || name.contains('\\') || name.starts_with('.') {
             return Err(Error::Invalid(format!(
                 "bundle `{name}`: give a directory name under the models directory"

@@ -162,7 +162,8 @@ impl Fitted {
         self.params.mask_seen = mask;
     }
 
-    fn history(&self, user: u32) -> &[(u32, i64)] {
+    /// The customer's (item, day) purchases in the fitted history, in time order.
+    pub fn history(&self, user: u32) -> &[(u32, i64)] {
         let u = user as usize;
         if u + 1 >= self.off.len() {
             return &[];

@@ -329,6 +329,10 @@ pub struct TrainConfig {
     /// Stop once training has used this many seconds (0 = no limit);
     /// checked after each epoch.
     pub time_budget_s: f64,
+    /// Units (windows or samples) trained per epoch: a seeded draw, new
+    /// each epoch, from all of them (0 = every unit). At the real H&M size
+    /// an epoch over every window takes hours on a CPU; this bounds it.
+    pub epoch_units: usize,
     /// Checkpoints kept besides the best one.
     pub keep_checkpoints: usize,
 }
@@ -340,6 +344,7 @@ impl Default for TrainConfig {
             epochs: 50,
             patience: 10,
             time_budget_s: 0.0,
+            epoch_units: 0,
             keep_checkpoints: 2,
         }
     }

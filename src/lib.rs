@@ -5,6 +5,7 @@
 //! metrics and the baselines; [`pipeline`] wires them into the CLI's commands.
 
 pub mod baseline;
+pub mod blend;
 pub mod cache;
 pub mod candidates;
 pub mod compare;

@@ -137,6 +137,13 @@ enum Cmd {
         alpha: f64,
         #[arg(long, default_value_t = 7)]
         target_days: u32,
+        /// Skip the second stage (a logistic regression on the ranker's
+        /// score and candidate features, fitted on the week before).
+        #[arg(long)]
+        no_blend: bool,
+        /// Seed of the blender's negative sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
         /// Also write the table as NAME.md / NAME.json here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -521,9 +528,12 @@ fn run(cli: Cli) -> Result<()> {
             objective,
             alpha,
             target_days,
+            no_blend,
+            seed,
             out,
         } => {
             let cfg = candidate_config(config.as_deref())?;
+            let blend = recforge::blend::BlendConfig::default();
             let objective = match objective.as_str() {
                 "purchase" => recforge::rank::Objective::Purchase,
                 "revenue" => recforge::rank::Objective::Revenue,
@@ -537,11 +547,14 @@ fn run(cli: Cli) -> Result<()> {
             } = recforge::rank::rank_test_period(
                 &ds,
                 target_days,
-                &cfg,
-                retrieval.as_deref(),
-                &ranker,
-                objective,
-                alpha,
+                &recforge::rank::RankSettings {
+                    candidates: &cfg,
+                    retrieval: retrieval.as_deref(),
+                    ranker: &ranker,
+                    objective,
+                    alpha,
+                    blend: (!no_blend).then_some((&blend, seed)),
+                },
             )?;
             println!("{}", t.markdown());
             if let Some(path) = out {

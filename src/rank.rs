@@ -1,8 +1,9 @@
 //! Ranking candidates with an exported sequential ranker, on the test
 //! period of the last-week split: the union of the candidate sources is
-//! ordered by the ranker's score (or, for the revenue objective, by its
-//! expected value), beside the ranker alone over the whole catalogue and
-//! every baseline, all on the same customers.
+//! ordered by the ranker's score, or by the blender (`crate::blend`) that
+//! weighs that score with the candidate's sources and simple features (or,
+//! for the revenue objective, by expected value), beside the ranker alone
+//! over the whole catalogue and every baseline, all on the same customers.
 //!
 //! The ranker's scores are softmax logits over the catalogue, so
 //! exp(score) is proportional to the purchase probability, and the
@@ -16,12 +17,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, Fitted, Kind};
+use crate::blend::{self, BlendConfig, Blender, Row};
 use crate::candidates::{CandidateConfig, Generator, List};
 use crate::compare::PerCustomer;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{Accumulator, Metrics, Targets};
-use crate::report::{Row, Table};
+use crate::report::Table;
+use crate::rng::Rng;
 use crate::serve::{Histories, Model, Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -81,6 +84,14 @@ pub struct Ranker {
     two_tower: usize,
     /// ln(price)·alpha per item for the revenue objective (0 for purchase).
     bonus: Vec<f32>,
+    /// Per item, for the blender's features: ln of its mean price (the
+    /// mean over priced items where it has none), ln(1 + sales in the
+    /// history's last 7 days), and its first day on sale (None: never sold).
+    ln_price: Vec<f32>,
+    recent_sales: Vec<f32>,
+    first_day: Vec<Option<i64>>,
+    /// The second stage; None orders candidates by the ranker's score.
+    pub blender: Option<Blender>,
     pub popular: Vec<u32>,
     pub fitted: Fitted,
     day: i64,
@@ -126,10 +137,30 @@ impl Ranker {
                 Objective::Revenue => (alpha * if p > 0.0 { p } else { fallback }.ln()) as f32,
             })
             .collect();
+        let ln_price = prices
+            .iter()
+            .map(|&p| (if p > 0.0 { p } else { fallback }).ln() as f32)
+            .collect();
+        let mut sales = vec![0u32; ds.items.len()];
+        let mut first_day = vec![None; ds.items.len()];
+        for &r in history {
+            let (i, d) = (ds.inter.item[r] as usize, ds.day(r));
+            if d >= day - 7 {
+                sales[i] += 1;
+            }
+            if first_day[i].is_none_or(|f| d < f) {
+                first_day[i] = Some(d);
+            }
+        }
+        let recent_sales = sales.iter().map(|&c| (c as f32).ln_1p()).collect();
         let fitted = Fitted::fit(ds, history, baseline::Params::default());
         let mut popular = Vec::new();
         fitted.recommend(Kind::DecayedPopular, 0, K, &mut popular);
         Ok(Ranker {
+            ln_price,
+            recent_sales,
+            first_day,
+            blender: None,
             sources: Generator::fit(ds, history, cfg),
             two_tower: cfg.two_tower,
             past,
@@ -143,11 +174,9 @@ impl Ranker {
         })
     }
 
-    /// For each of `users`: its candidates, their top K as ranked, and the
-    /// ranker's top K over the whole catalogue. Searches are batched over
-    /// the chunk.
-    pub fn rank(&self, users: &[u32]) -> Result<Vec<Ranked>> {
-        let tt: Option<Vec<Vec<u32>>> = match &self.retrieval {
+    /// The two-tower lists and ranker queries of a chunk of customers.
+    fn encode(&self, users: &[u32]) -> Result<Encoded> {
+        let tt = match &self.retrieval {
             Some(server) => Some(top_lists(
                 server,
                 &self.past,
@@ -158,69 +187,208 @@ impl Ranker {
             )?),
             None => None,
         };
-        let queries: Vec<Option<Vec<f32>>> = users
-            .par_iter()
-            .map(|&u| self.server.query(&self.past, &self.hist, u, self.day))
-            .collect::<Result<_>>()?;
-        let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
-        let full = self.server.pool.snapshot().recommend(&flat, K, &[])?;
-        let mut full = full.into_iter();
-        let fulls: Vec<Option<Vec<u32>>> = queries
+        let queries = self
+            .server
+            .queries(&self.past, &self.hist, users, self.day)?;
+        Ok(Encoded { tt, queries })
+    }
+
+    /// One customer's candidates that the ranker can score, each with its
+    /// ranker score and blender features.
+    fn candidate_rows(
+        &self,
+        u: u32,
+        cands: &List,
+        q: &[f32],
+        tt: Option<&[u32]>,
+    ) -> Vec<(u32, Row)> {
+        let mut out: Vec<(u32, Row)> = cands
             .iter()
-            .map(|q| {
-                q.as_ref().map(|_| {
-                    full.next()
-                        .expect("one list per query")
-                        .iter()
-                        .map(|x| self.server.data_item[x.0 as usize])
-                        .collect()
+            .filter_map(|&(i, mask)| {
+                let p = self.server.item_of[i as usize];
+                (p != u32::MAX).then(|| {
+                    let v = self.server.item_vector(p);
+                    let score: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+                    let mut r = [0.0f32; blend::N];
+                    r[0] = score;
+                    for (b, slot) in r[2..8].iter_mut().enumerate() {
+                        *slot = f32::from((mask >> b) & 1);
+                    }
+                    r[8] = tt
+                        .and_then(|l| l.iter().position(|&x| x == i))
+                        .map_or(0.0, |pos| 1.0 / (pos + 1) as f32);
+                    (i, r)
                 })
             })
             .collect();
+        // The softmax restricted to the candidates: exp(score) is
+        // proportional to the purchase probability over the catalogue.
+        let max = out.iter().map(|c| c.1[0]).fold(f32::NEG_INFINITY, f32::max);
+        let lse = max + out.iter().map(|c| (c.1[0] - max).exp()).sum::<f32>().ln();
+        // The customer's own purchases: count and last day per item.
+        let own = self.fitted.history(u);
+        let mut mine: rustc_hash::FxHashMap<u32, (u32, i64)> = Default::default();
+        let mut price_sum = 0.0f32;
+        for &(i, d) in own {
+            let e = mine.entry(i).or_insert((0, d));
+            e.0 += 1;
+            e.1 = e.1.max(d);
+            price_sum += self.ln_price[i as usize];
+        }
+        let mean_ln_price = if own.is_empty() {
+            None
+        } else {
+            Some(price_sum / own.len() as f32)
+        };
+        for (i, r) in &mut out {
+            let i = *i as usize;
+            r[1] = r[0] - lse;
+            if let Some(&(n, last)) = mine.get(&(i as u32)) {
+                r[9] = (n as f32).ln_1p();
+                r[10] = 0.5f32.powf((self.day - last) as f32 / 14.0);
+            }
+            r[11] = self.recent_sales[i];
+            r[12] = mean_ln_price.map_or(0.0, |m| self.ln_price[i] - m);
+            r[13] = self.first_day[i].map_or(0.0, |f| ((self.day - f).max(0) as f32).ln_1p());
+        }
+        out
+    }
+
+    /// For each of `users`: its candidates, their top K as ranked, and
+    /// (with `with_full`) the ranker's top K over the whole catalogue,
+    /// which a submission does not need. Queries are encoded as a stack
+    /// and searches batched over the chunk.
+    pub fn rank(&self, users: &[u32], with_full: bool) -> Result<Vec<Ranked>> {
+        let Encoded { tt, queries } = self.encode(users)?;
+        let fulls: Vec<Option<Vec<u32>>> = if with_full {
+            let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
+            let mut found = self
+                .server
+                .pool
+                .snapshot()
+                .recommend(&flat, K, &[])?
+                .into_iter();
+            queries
+                .iter()
+                .map(|q| {
+                    q.as_ref().map(|_| {
+                        found
+                            .next()
+                            .expect("one list per query")
+                            .iter()
+                            .map(|x| self.server.data_item[x.0 as usize])
+                            .collect()
+                    })
+                })
+                .collect()
+        } else {
+            queries
+                .iter()
+                .map(|q| q.as_ref().map(|_| Vec::new()))
+                .collect()
+        };
         Ok(users
             .par_iter()
             .enumerate()
             .map(|(k, &u)| {
-                let cands: List = self
-                    .sources
-                    .candidates(u, tt.as_ref().map(|t| t[k].as_slice()));
+                let tt_k = tt.as_ref().map(|t| t[k].as_slice());
+                let cands: List = self.sources.candidates(u, tt_k);
                 let (Some(q), Some(full)) = (&queries[k], &fulls[k]) else {
                     // No history: the candidates' own order (popularity first).
                     let mut l: Vec<u32> = cands.iter().map(|c| c.0).take(K).collect();
                     fill(&mut l, &self.popular);
                     return Ranked {
-                        ranked: l,
+                        ranked: l.clone(),
+                        by_score: l,
                         full: self.popular.clone(),
                         candidates: cands,
                     };
                 };
-                let mut scored: Vec<(u32, f32)> = cands
-                    .iter()
-                    .filter_map(|&(i, _)| {
-                        let p = self.server.item_of[i as usize];
-                        (p != u32::MAX).then(|| {
-                            let v = self.server.item_vector(p);
-                            let s: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
-                            (i, s + self.bonus[i as usize])
-                        })
-                    })
-                    .collect();
-                scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                let mut ranked: Vec<u32> = scored.iter().map(|s| s.0).take(K).collect();
-                fill(&mut ranked, &self.popular);
+                let rows = self.candidate_rows(u, &cands, q, tt_k);
+                let order = |value: &dyn Fn(&Row) -> f64| {
+                    let mut scored: Vec<(u32, f64)> = rows
+                        .iter()
+                        .map(|(i, r)| (*i, value(r) + f64::from(self.bonus[*i as usize])))
+                        .collect();
+                    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    let mut top: Vec<u32> = scored.iter().map(|s| s.0).take(K).collect();
+                    fill(&mut top, &self.popular);
+                    top
+                };
+                let by_score = order(&|r: &Row| f64::from(r[0]));
+                let ranked = match &self.blender {
+                    Some(b) => order(&|r: &Row| b.log_prob(r)),
+                    None => by_score.clone(),
+                };
                 Ranked {
                     ranked,
+                    by_score,
                     full: full.clone(),
                     candidates: cands,
                 }
             })
             .collect())
     }
+
+    /// Fits the blender on `targets` (purchases from this ranker's day on):
+    /// each customer's scorable candidates, labelled bought or not, with
+    /// every positive and up to `cfg.negatives` negatives drawn per
+    /// customer from a stream of `seed`.
+    pub fn fit_blender(&self, targets: &Targets, cfg: &BlendConfig, seed: u64) -> Result<Blender> {
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        let (mut neg_all, mut neg_kept) = (0usize, 0usize);
+        let per: Vec<(u32, &crate::eval::Truth)> =
+            targets.users.iter().copied().zip(&targets.truth).collect();
+        for (c, chunk) in per.chunks(8192).enumerate() {
+            let users: Vec<u32> = chunk.iter().map(|p| p.0).collect();
+            let Encoded { tt, queries } = self.encode(&users)?;
+            let parts: Vec<(Vec<Row>, Vec<bool>, usize)> = chunk
+                .par_iter()
+                .enumerate()
+                .filter_map(|(k, &(u, truth))| {
+                    let q = queries[k].as_ref()?;
+                    let tt_k = tt.as_ref().map(|t| t[k].as_slice());
+                    let cands = self.sources.candidates(u, tt_k);
+                    let rows: Vec<(Row, bool)> = self
+                        .candidate_rows(u, &cands, q, tt_k)
+                        .into_iter()
+                        .map(|(i, r)| (r, truth.items.binary_search(&i).is_ok()))
+                        .collect();
+                    let mut rng = Rng::stream(seed, BLEND ^ (((c * 8192 + k) as u64) << 8));
+                    Some(blend::sample(&rows, cfg.negatives, &mut rng))
+                })
+                .collect();
+            for (px, py, n) in parts {
+                neg_kept += py.iter().filter(|&&b| !b).count();
+                neg_all += n;
+                x.extend(px);
+                y.extend(py);
+            }
+        }
+        let rate = if neg_all > 0 {
+            neg_kept as f64 / neg_all as f64
+        } else {
+            1.0
+        };
+        Blender::fit(&x, &y, rate, cfg.l2)
+    }
+}
+
+/// Stream id of the blender's negative sampling.
+const BLEND: u64 = 0x0062_6c65_6e64;
+
+struct Encoded {
+    tt: Option<Vec<Vec<u32>>>,
+    queries: Vec<Option<Vec<f32>>>,
 }
 
 /// One customer's lists.
 pub struct Ranked {
+    /// By the blender where there is one, else by the ranker's score.
     pub ranked: Vec<u32>,
+    /// By the ranker's score (plus the revenue term) alone.
+    pub by_score: Vec<u32>,
     pub full: Vec<u32>,
     pub candidates: List,
 }
@@ -232,27 +400,69 @@ pub struct TestPeriod {
     pub per_customer: Vec<PerCustomer>,
     /// Recall of the very candidates that were ranked.
     pub candidates: crate::candidates::RecallReport,
+    /// The second stage, fitted on the week before the test week.
+    pub blender: Option<Blender>,
+    /// Rows before this index are the model's; from it on, the baselines.
+    pub first_baseline: usize,
+}
+
+/// How candidates are made and ordered.
+pub struct RankSettings<'a> {
+    pub candidates: &'a CandidateConfig,
+    /// The two-tower bundle for the two-tower source.
+    pub retrieval: Option<&'a Path>,
+    /// The sequential ranker's bundle.
+    pub ranker: &'a Path,
+    pub objective: Objective,
+    pub alpha: f64,
+    /// Fit the blender (with this seed for its negative sampling).
+    pub blend: Option<(&'a BlendConfig, u64)>,
 }
 
 /// The test-period comparison table, each row's per-customer metrics, and
-/// the candidate sources' recall.
-pub fn rank_test_period(
-    ds: &Dataset,
-    target_days: u32,
-    cfg: &CandidateConfig,
-    retrieval: Option<&Path>,
-    ranker: &Path,
-    objective: Objective,
-    alpha: f64,
-) -> Result<TestPeriod> {
+/// the candidate sources' recall. With a blender configured, it is fitted
+/// on the validation week (history before it) and orders the test week.
+pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> Result<TestPeriod> {
     let split = crate::split::split(ds, crate::split::SplitKind::LastWeek, target_days)?;
+    let ranker_as_of = |rows: &[usize], day: i64| {
+        Ranker::new(
+            ds,
+            rows,
+            day,
+            set.candidates,
+            set.retrieval,
+            set.ranker,
+            set.objective,
+            set.alpha,
+        )
+    };
+    let blender = match set.blend {
+        Some((bc, seed)) if bc.enabled => {
+            let start = split.valid.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
+            let r = ranker_as_of(&split.train, start)?;
+            match r.fit_blender(&Targets::from_rows(ds, &split.valid), bc, seed) {
+                Ok(b) => Some(b),
+                // Too little data to fit (no bought candidate in the week):
+                // the ranker's score alone still orders the candidates.
+                Err(Error::Training(why)) => {
+                    eprintln!(
+                        "blender not fitted, candidates ordered by the ranker's score: {why}"
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        _ => None,
+    };
     let history = split.history();
     let targets = Targets::from_rows(ds, &split.test);
     let start = split.test.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
-    let r = Ranker::new(
-        ds, &history, start, cfg, retrieval, ranker, objective, alpha,
-    )?;
-    let lists = r.rank(&targets.users)?;
+    let mut r = ranker_as_of(&history, start)?;
+    r.blender = blender.clone();
+    let (cfg, retrieval, objective, alpha) =
+        (set.candidates, set.retrieval, set.objective, set.alpha);
+    let lists = r.rank(&targets.users, true)?;
     let fitted = &r.fitted;
     let server = &r.server;
     let n_items = ds.items.len();
@@ -276,12 +486,18 @@ pub fn rank_test_period(
             &targets.truth,
             &picks,
         ));
-        rows.push(Row { name, metrics });
+        rows.push(crate::report::Row { name, metrics });
     };
     let name = server.bundle.manifest.name.clone();
+    if blender.is_some() {
+        add(
+            format!("candidates ranked by {name} + candidate features ({objective:?})"),
+            lists.iter().map(|l| l.ranked.clone()).collect(),
+        );
+    }
     add(
-        format!("candidates ranked by {name} ({objective:?})"),
-        lists.iter().map(|l| l.ranked.clone()).collect(),
+        format!("candidates ranked by {name} score ({objective:?})"),
+        lists.iter().map(|l| l.by_score.clone()).collect(),
     );
     add(
         format!("{name} over the whole catalogue"),
@@ -312,11 +528,16 @@ Customers without history get the candidates' own order (popularity first).",
                 .map(|b| format!(", two-tower source from `{}`", b.display()))
                 .unwrap_or_default(),
             if objective == Objective::Revenue {
-                format!(" (score + {alpha} · ln price)")
+                format!(" (ln P(purchase) + {alpha} · ln price)")
             } else {
                 String::new()
             },
-        ),
+        ) + if blender.is_some() {
+            " The blend row orders candidates by a logistic regression on the ranker's score and the candidate \
+features, fitted on the week before (coefficients below); the score row by the ranker's score alone."
+        } else {
+            ""
+        },
         rows,
         has_price: ds.meta.has_price,
         notes: String::new(),
@@ -327,6 +548,8 @@ Customers without history get the candidates' own order (popularity first).",
         table,
         per_customer: per,
         candidates: crate::candidates::recall(&targets, &cands),
+        first_baseline: if blender.is_some() { 3 } else { 2 },
+        blender,
     })
 }
 

@@ -10,6 +10,14 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Restarts the peak counter (Linux: writing 5 to `clear_refs` resets
+/// `VmHWM` to the current RSS), so that a pipeline step's peak is its own
+/// and not an earlier step's. Returns whether the kernel took it; where it
+/// did not, the peak read afterwards is the process's so far.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// The line `recforge --report-resources` prints to stderr at exit and the
 /// benchmark parses.
 pub fn report_line(start: Instant) -> String {

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::blend::{BlendConfig, Blender};
 use crate::candidates::CandidateConfig;
 use crate::error::{Error, Result};
 use crate::experiment::{Experiment, ModelKind};
@@ -35,6 +36,11 @@ pub struct PipelineConfig {
     pub objective: ObjectiveConfig,
     /// Write the submission for the week after the data.
     pub submission: bool,
+    /// The pipeline's own random choices (the blender's negative sampling,
+    /// the A/B bootstrap); the models' seeds are in their experiments.
+    pub seed: u64,
+    /// The second ranking stage over the ranker's score and candidate features.
+    pub blend: BlendConfig,
 }
 
 impl Default for PipelineConfig {
@@ -48,6 +54,8 @@ impl Default for PipelineConfig {
             candidates: CandidateConfig::default(),
             objective: ObjectiveConfig::default(),
             submission: true,
+            seed: 42,
+            blend: BlendConfig::default(),
         }
     }
 }
@@ -108,14 +116,25 @@ impl PipelineConfig {
     }
 }
 
+/// What the rank step keeps for the submission step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RankValue {
+    /// MAP@12 of the pipeline's ranking on the test week.
+    map: f64,
+    blender: Option<Blender>,
+}
+
 /// What a step recorded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record<T> {
     hash: String,
     wall_s: f64,
-    /// Peak resident memory of the process when the step finished.
+    /// Peak resident memory while the step ran (or of the whole process
+    /// up to its end, where `own_peak` is false).
     #[serde(default)]
     peak_rss_mib: Option<f64>,
+    #[serde(default)]
+    own_peak: bool,
     value: T,
 }
 
@@ -126,6 +145,8 @@ pub struct StepReport {
     pub reused: bool,
     pub wall_s: f64,
     pub peak_rss_mib: Option<f64>,
+    /// Whether the peak is the step's own (the counter was reset at its start).
+    pub own_peak: bool,
 }
 
 /// The outcome of a pipeline run.
@@ -167,19 +188,6 @@ fn hash_dir(dir: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Peak resident memory of this process so far (Linux), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 struct Steps {
     dir: PathBuf,
     reports: Vec<StepReport>,
@@ -210,17 +218,20 @@ impl Steps {
                 reused: true,
                 wall_s: rec.wall_s,
                 peak_rss_mib: rec.peak_rss_mib,
+                own_peak: rec.own_peak,
             });
             return Ok(rec.value);
         }
         eprintln!("[{name}] running");
+        let own_peak = crate::resources::reset_peak_rss();
         let t = Instant::now();
         let value = f()?;
         let wall_s = t.elapsed().as_secs_f64();
         let rec = Record {
             hash: h.to_string(),
             wall_s,
-            peak_rss_mib: peak_rss_mib(),
+            peak_rss_mib: crate::resources::peak_rss_mib(),
+            own_peak,
             value,
         };
         let bytes =
@@ -231,6 +242,7 @@ impl Steps {
             reused: false,
             wall_s,
             peak_rss_mib: rec.peak_rss_mib,
+            own_peak,
         });
         Ok(rec.value)
     }
@@ -411,7 +423,8 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
         ("ranker", &cfg.ranker, ModelKind::Sasrec),
     )?;
 
-    let serve_cfg = serde_json::to_string(&(&cfg.candidates, &cfg.objective)).expect("serialises");
+    let serve_cfg = serde_json::to_string(&(&cfg.candidates, &cfg.objective, &cfg.blend, cfg.seed))
+        .expect("serialises");
     let rank_hash = hash(&[
         "rank",
         &data_hash,
@@ -425,7 +438,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     let report_name = cfg.report.clone().unwrap_or_else(|| cfg.name.clone());
     let results = report_dir.join("results.md");
     let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
-    steps.run(
+    let ranked = steps.run(
         &format!("rank-{report_name}"),
         &rank_hash,
         &[&results],
@@ -434,34 +447,60 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
                 table,
                 per_customer: per,
                 candidates: sources,
+                blender,
+                first_baseline,
             } = crate::rank::rank_test_period(
                 &ds,
                 td,
-                &cfg.candidates,
-                retrieval,
-                &rk_bundle,
-                cfg.objective.kind,
-                cfg.objective.alpha,
+                &crate::rank::RankSettings {
+                    candidates: &cfg.candidates,
+                    retrieval,
+                    ranker: &rk_bundle,
+                    objective: cfg.objective.kind,
+                    alpha: cfg.objective.alpha,
+                    blend: Some((&cfg.blend, cfg.seed)),
+                },
             )?;
             // A/B: the pipeline (row 0) against the best baseline on MAP@12.
-            let best = (2..per.len())
+            let best = (first_baseline..per.len())
                 .max_by(|&a, &b| {
                     table.rows[a].metrics[0]
                         .map
                         .total_cmp(&table.rows[b].metrics[0].map)
                 })
-                .unwrap_or(2);
-            let ab = crate::compare::compare(&per[best], &per[0], 2000, 42)?;
+                .unwrap_or(first_baseline);
+            let ab = crate::compare::compare(&per[best], &per[0], 2000, cfg.seed)?;
             let mut t = table;
             t.notes = format!(
                 "## Candidate sources\n\n{}\n## A/B against the best baseline\n\n{}",
                 sources.markdown(),
                 ab.markdown().replacen("# ", "### ", 1)
             );
-            t.extra = serde_json::json!({ "candidates": sources, "ab": ab });
+            // What the candidate features add over the ranker's score alone.
+            let features_ab = match &blender {
+                Some(b) => {
+                    let c = crate::compare::compare(&per[1], &per[0], 2000, cfg.seed)?;
+                    t.notes += &format!(
+                        "\n## The blender\n\n{}\n### A/B: ranker score alone (A) against the blend (B)\n\n{}",
+                        b.markdown(),
+                        c.markdown().replacen("# ", "#### ", 1)
+                    );
+                    Some(c)
+                }
+                None => None,
+            };
+            t.extra = serde_json::json!({
+                "candidates": sources,
+                "ab": ab,
+                "blender": blender,
+                "ab_features": features_ab,
+            });
             std::fs::create_dir_all(report_dir).map_err(|e| Error::io(report_dir, e))?;
             t.write(report_dir, "results")?;
-            Ok(t.rows[0].metrics[0].map)
+            Ok(RankValue {
+                map: t.rows[0].metrics[0].map,
+                blender,
+            })
         },
     )?;
 
@@ -474,7 +513,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
             || {
                 let all = crate::split::time_order(&ds);
                 let end = all.last().map(|&r| ds.day(r)).unwrap_or(0);
-                let ranker = Ranker::new(
+                let mut ranker = Ranker::new(
                     &ds,
                     &all,
                     end + 1,
@@ -484,8 +523,15 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
                     cfg.objective.kind,
                     cfg.objective.alpha,
                 )?;
+                // The blender fitted on the validation week: the test week
+                // is the one the ranker's history now ends with.
+                ranker.blender = ranked.blender.clone();
                 let check = crate::submit::write_submission(&ds, &path, 8192, |chunk| {
-                    Ok(ranker.rank(chunk)?.into_iter().map(|r| r.ranked).collect())
+                    Ok(ranker
+                        .rank(chunk, false)?
+                        .into_iter()
+                        .map(|r| r.ranked)
+                        .collect())
                 })?;
                 Ok(check.rows)
             },
@@ -496,7 +542,10 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     };
 
     let mut stages = String::from(
-        "## Stages\n\nWall time and peak memory of each step when it ran (reused steps: from their record).\n\n| step | reused | wall s | peak RSS MiB |\n|---|---|---:|---:|\n",
+        "## Stages\n\nWall time of each step and the process's peak resident memory while it ran \
+(reused steps: from their record; a peak marked * is the whole process's up to the step's end, \
+where the kernel did not let the counter be reset).\n\n\
+| step | reused | wall s | peak RSS MiB |\n|---|---|---:|---:|\n",
     );
     for s in &steps.reports {
         stages += &format!(
@@ -505,10 +554,21 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
             if s.reused { "yes" } else { "no" },
             s.wall_s,
             s.peak_rss_mib
-                .map(|m| format!("{m:.0}"))
+                .map(|m| format!("{m:.0}{}", if s.own_peak { "" } else { "*" }))
                 .unwrap_or_else(|| "-".into())
         );
     }
+    let total: f64 = steps.reports.iter().map(|s| s.wall_s).sum();
+    let peak = steps
+        .reports
+        .iter()
+        .filter_map(|s| s.peak_rss_mib)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    stages += &format!(
+        "| total | | {total:.1} | {} |\n",
+        peak.map(|m| format!("{m:.0}"))
+            .unwrap_or_else(|| "-".into())
+    );
     stages += "\n![validation metric per epoch](validation.svg)\n\n![candidate recall by source](candidates.svg)\n";
     let report = report_dir.join("stages.md");
     crate::fsutil::write_atomic(&report, stages.as_bytes())?;

@@ -337,8 +337,19 @@ fn bundles_serve_the_same_scores_and_lists_as_burn() {
             table: t,
             per_customer: per,
             ..
-        } = recforge::rank::rank_test_period(&ds, 7, &cfg, None, &sasrec_bundle, objective, 1.0)
-            .unwrap();
+        } = recforge::rank::rank_test_period(
+            &ds,
+            7,
+            &recforge::rank::RankSettings {
+                candidates: &cfg,
+                retrieval: None,
+                ranker: &sasrec_bundle,
+                objective,
+                alpha: 1.0,
+                blend: None,
+            },
+        )
+        .unwrap();
         // Per-customer metrics average to the table's.
         let mean_ap = per[0].values["MAP@12"].iter().sum::<f64>() / per[0].customers.len() as f64;
         assert!((mean_ap - map(&t.rows[0].metrics)).abs() < 1e-12);

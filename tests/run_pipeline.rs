@@ -118,6 +118,16 @@ kind = "purchase"
         "{results}"
     );
     assert!(results.contains("A/B against the best baseline"));
+    // The second stage was fitted on the week before and is compared
+    // with the ranker's score alone.
+    assert!(results.contains("## The blender"), "{results}");
+    assert!(results.contains("ranker score alone (A) against the blend (B)"));
+    let stages = std::fs::read_to_string(report.join("stages.md")).unwrap();
+    assert!(stages.contains("| total |"), "{stages}");
+    // Each step's peak is its own (the counter is reset where Linux allows).
+    if cfg!(target_os = "linux") {
+        assert!(!stages.lines().any(|l| l.ends_with("* |")), "{stages}");
+    }
     for chart in ["validation.svg", "candidates.svg"] {
         let svg = std::fs::read_to_string(report.join(chart)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("polyline") == (chart == "validation.svg"));

@@ -140,6 +140,25 @@ fn the_model_learns_something_and_a_diverging_loss_stops_the_run() {
         hist.iter().map(|h| h.loss).collect::<Vec<_>>()
     );
 
+    // train.epoch_units bounds each epoch to a seeded draw of that many
+    // windows: one batch of 64 is one step per epoch.
+    let mut short = exp.clone();
+    short.train.epochs = 2;
+    short.train.epoch_units = 64;
+    let s = train(&short, &opts(dir.path().join("short"))).unwrap();
+    let last = recforge::train::checkpoint::list(&s.run_dir.join("checkpoints"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let steps: Vec<usize> = recforge::train::checkpoint::read_state(&last)
+        .unwrap()
+        .history
+        .iter()
+        .map(|h| h.step)
+        .collect();
+    assert_eq!(steps, vec![1, 2]);
+    assert!(hist[0].step > 1, "the full epoch has more than one batch");
+
     let mut bad = exp.clone();
     bad.optim.lr = 1e30;
     let err = train(&bad, &opts(dir.path().join("nan")))

@@ -188,7 +188,11 @@ fn run<T: Task>(exp: &Experiment, opt: &TrainOptions, chosen: Chosen, task: T) -
     }
     let mut tb = EventWriter::create(&opt.run_dir.join("tensorboard"))?;
     let (sel_name, sel_k) = exp.selection_metric()?;
-    let steps_per_epoch = task.n_units().div_ceil(exp.train.batch_size);
+    let units_per_epoch = match exp.train.epoch_units {
+        0 => task.n_units(),
+        n => n.min(task.n_units()),
+    };
+    let steps_per_epoch = units_per_epoch.div_ceil(exp.train.batch_size);
     let total_steps = steps_per_epoch * exp.train.epochs;
     eprintln!(
         "{}: {}, {} steps per epoch, {} parameters",
@@ -230,6 +234,8 @@ fn run<T: Task>(exp: &Experiment, opt: &TrainOptions, chosen: Chosen, task: T) -
         let epoch = state.epoch + 1;
         let mut order: Vec<usize> = (0..task.n_units()).collect();
         Rng::stream(exp.seed, ORDER ^ ((epoch as u64) << 32)).shuffle(&mut order);
+        // A prefix of a fresh shuffle: a different seeded subset each epoch.
+        order.truncate(units_per_epoch);
         let t0 = Instant::now();
         let mut prog = Progress::new(
             format!("epoch {epoch}/{}", exp.train.epochs),

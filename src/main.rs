@@ -473,6 +473,10 @@ fn run(cli: Cli) -> Result<()> {
                 run_dir.display(),
                 report_dir.display()
             );
+            println!(
+                "per-customer metrics for `recforge compare`: {}",
+                out.per_customer.display()
+            );
             Ok(())
         }
         Cmd::Export { run_dir, out } => {

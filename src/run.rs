@@ -156,6 +156,8 @@ pub struct PipelineOutcome {
     pub steps: Vec<StepReport>,
     pub report: PathBuf,
     pub submission: Option<PathBuf>,
+    /// The pipeline's ranking's per-customer metrics on the test week.
+    pub per_customer: PathBuf,
 }
 
 fn hash(parts: &[&str]) -> String {
@@ -437,11 +439,14 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     // own ranking and submission.
     let report_name = cfg.report.clone().unwrap_or_else(|| cfg.name.clone());
     let results = report_dir.join("results.md");
+    // The pipeline's per-customer metrics, for `recforge compare` against
+    // another run on the same data (another objective, other settings).
+    let per_customer = run_dir.join(format!("per-customer-{report_name}.json"));
     let retrieval = (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path());
     let ranked = steps.run(
         &format!("rank-{report_name}"),
         &rank_hash,
-        &[&results],
+        &[&results, &per_customer],
         || {
             let crate::rank::TestPeriod {
                 table,
@@ -497,6 +502,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
             });
             std::fs::create_dir_all(report_dir).map_err(|e| Error::io(report_dir, e))?;
             t.write(report_dir, "results")?;
+            per[0].write(&per_customer)?;
             Ok(RankValue {
                 map: t.rows[0].metrics[0].map,
                 blender,
@@ -578,5 +584,6 @@ where the kernel did not let the counter be reset).\n\n\
         steps: steps.reports,
         report,
         submission,
+        per_customer,
     })
 }

@@ -122,6 +122,11 @@ kind = "purchase"
     // with the ranker's score alone.
     assert!(results.contains("## The blender"), "{results}");
     assert!(results.contains("ranker score alone (A) against the blend (B)"));
+    // The pipeline's per-customer metrics pair up with another run's.
+    let mine =
+        recforge::compare::PerCustomer::read(&run_dir.join("per-customer-tiny.json")).unwrap();
+    let same = recforge::compare::compare(&mine, &mine, 100, 1).unwrap();
+    assert!(same.customers > 0 && same.customers == mine.customers.len());
     let stages = std::fs::read_to_string(report.join("stages.md")).unwrap();
     assert!(stages.contains("| total |"), "{stages}");
     // Each step's peak is its own (the counter is reset where Linux allows).

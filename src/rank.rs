@@ -130,16 +130,16 @@ impl Ranker {
         } else {
             known.iter().sum::<f64>() / known.len() as f64
         };
-        let bonus = prices
-            .iter()
-            .map(|&p| match objective {
-                Objective::Purchase => 0.0,
-                Objective::Revenue => (alpha * if p > 0.0 { p } else { fallback }.ln()) as f32,
-            })
-            .collect();
-        let ln_price = prices
+        let ln_price: Vec<f32> = prices
             .iter()
             .map(|&p| (if p > 0.0 { p } else { fallback }).ln() as f32)
+            .collect();
+        let bonus = ln_price
+            .iter()
+            .map(|&l| match objective {
+                Objective::Purchase => 0.0,
+                Objective::Revenue => (alpha * f64::from(l)) as f32,
+            })
             .collect();
         let mut sales = vec![0u32; ds.items.len()];
         let mut first_day = vec![None; ds.items.len()];

@@ -179,4 +179,23 @@ kind = "purchase"
             ("submission-tiny", false)
         ]
     );
+
+    // Switching the second stage off reruns only the ranking and the
+    // submission, and the submission is then ordered by the ranker's
+    // score: the blender is what the first submission was ordered by.
+    let with_blend = bytes(third.submission.as_ref().unwrap());
+    let mut plain = cfg.clone();
+    plain.blend.enabled = false;
+    let off = run(&plain, &run_dir, &report).unwrap();
+    let rerun: Vec<&str> = off
+        .steps
+        .iter()
+        .filter(|s| !s.reused)
+        .map(|s| s.step.as_str())
+        .collect();
+    assert_eq!(rerun, ["rank-tiny", "submission-tiny"]);
+    let without = bytes(off.submission.as_ref().unwrap());
+    assert_ne!(with_blend, without);
+    let results = std::fs::read_to_string(report.join("results.md")).unwrap();
+    assert!(!results.contains("## The blender"), "{results}");
 }

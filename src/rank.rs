@@ -254,13 +254,15 @@ impl Ranker {
         out
     }
 
-    /// For each of `users`: its candidates, their top K as ranked, and
-    /// (with `with_full`) the ranker's top K over the whole catalogue,
-    /// which a submission does not need. Queries are encoded as a stack
-    /// and searches batched over the chunk.
-    pub fn rank(&self, users: &[u32], with_full: bool) -> Result<Vec<Ranked>> {
+    /// For each of `users`: its candidates and their top K as ranked. With
+    /// `compare` (the test-period report) also the top K by the ranker's
+    /// score alone and by the ranker over the whole catalogue; a
+    /// submission needs neither, so neither is computed for it (they stay
+    /// empty). Queries are encoded as a stack and searches batched over
+    /// the chunk.
+    pub fn rank(&self, users: &[u32], compare: bool) -> Result<Vec<Ranked>> {
         let Encoded { tt, queries } = self.encode(users)?;
-        let fulls: Vec<Option<Vec<u32>>> = if with_full {
+        let fulls: Option<Vec<Option<Vec<u32>>>> = if compare {
             let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
             let mut found = self
                 .server
@@ -268,24 +270,23 @@ impl Ranker {
                 .snapshot()
                 .recommend(&flat, K, &[])?
                 .into_iter();
-            queries
-                .iter()
-                .map(|q| {
-                    q.as_ref().map(|_| {
-                        found
-                            .next()
-                            .expect("one list per query")
-                            .iter()
-                            .map(|x| self.server.data_item[x.0 as usize])
-                            .collect()
+            Some(
+                queries
+                    .iter()
+                    .map(|q| {
+                        q.as_ref().map(|_| {
+                            found
+                                .next()
+                                .expect("one list per query")
+                                .iter()
+                                .map(|x| self.server.data_item[x.0 as usize])
+                                .collect()
+                        })
                     })
-                })
-                .collect()
+                    .collect(),
+            )
         } else {
-            queries
-                .iter()
-                .map(|q| q.as_ref().map(|_| Vec::new()))
-                .collect()
+            None
         };
         Ok(users
             .par_iter()
@@ -293,14 +294,18 @@ impl Ranker {
             .map(|(k, &u)| {
                 let tt_k = tt.as_ref().map(|t| t[k].as_slice());
                 let cands: List = self.sources.candidates(u, tt_k);
-                let (Some(q), Some(full)) = (&queries[k], &fulls[k]) else {
+                let Some(q) = &queries[k] else {
                     // No history: the candidates' own order (popularity first).
                     let mut l: Vec<u32> = cands.iter().map(|c| c.0).take(K).collect();
                     fill(&mut l, &self.popular);
                     return Ranked {
-                        ranked: l.clone(),
-                        by_score: l,
-                        full: self.popular.clone(),
+                        by_score: if compare { l.clone() } else { Vec::new() },
+                        ranked: l,
+                        full: if compare {
+                            self.popular.clone()
+                        } else {
+                            Vec::new()
+                        },
                         candidates: cands,
                     };
                 };
@@ -315,15 +320,24 @@ impl Ranker {
                     fill(&mut top, &self.popular);
                     top
                 };
-                let by_score = order(&|r: &Row| f64::from(r[0]));
+                let score = |r: &Row| f64::from(r[0]);
                 let ranked = match &self.blender {
                     Some(b) => order(&|r: &Row| b.log_prob(r)),
-                    None => by_score.clone(),
+                    None => order(&score),
                 };
+                let by_score = match (compare, &self.blender) {
+                    (false, _) => Vec::new(),
+                    (true, None) => ranked.clone(),
+                    (true, Some(_)) => order(&score),
+                };
+                let full = fulls
+                    .as_ref()
+                    .and_then(|f| f[k].clone())
+                    .unwrap_or_default();
                 Ranked {
                     ranked,
                     by_score,
-                    full: full.clone(),
+                    full,
                     candidates: cands,
                 }
             })
@@ -387,8 +401,10 @@ struct Encoded {
 pub struct Ranked {
     /// By the blender where there is one, else by the ranker's score.
     pub ranked: Vec<u32>,
-    /// By the ranker's score (plus the revenue term) alone.
+    /// By the ranker's score (plus the revenue term) alone; with
+    /// `compare` only.
     pub by_score: Vec<u32>,
+    /// The ranker's top K over the whole catalogue; with `compare` only.
     pub full: Vec<u32>,
     pub candidates: List,
 }

@@ -12,6 +12,15 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
+/// The steps a run ran rather than reused.
+fn reran(out: &recforge::run::PipelineOutcome) -> Vec<&str> {
+    out.steps
+        .iter()
+        .filter(|s| !s.reused)
+        .map(|s| s.step.as_str())
+        .collect()
+}
+
 #[test]
 fn pipeline_runs_end_to_end_and_reuses_unchanged_steps() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,13 +159,7 @@ kind = "purchase"
     // A missing output is made again, even with unchanged inputs.
     std::fs::remove_file(again.submission.as_ref().unwrap()).unwrap();
     let fourth = run(&cfg, &run_dir, &report).unwrap();
-    let rerun: Vec<&str> = fourth
-        .steps
-        .iter()
-        .filter(|s| !s.reused)
-        .map(|s| s.step.as_str())
-        .collect();
-    assert_eq!(rerun, ["submission-tiny"]);
+    assert_eq!(reran(&fourth), ["submission-tiny"]);
     assert_eq!(bytes(fourth.submission.as_ref().unwrap()), sub_bytes);
 
     // A ranker change reruns the ranker and what reads it, not retrieval.
@@ -187,13 +190,7 @@ kind = "purchase"
     let mut plain = cfg.clone();
     plain.blend.enabled = false;
     let off = run(&plain, &run_dir, &report).unwrap();
-    let rerun: Vec<&str> = off
-        .steps
-        .iter()
-        .filter(|s| !s.reused)
-        .map(|s| s.step.as_str())
-        .collect();
-    assert_eq!(rerun, ["rank-tiny", "submission-tiny"]);
+    assert_eq!(reran(&off), ["rank-tiny", "submission-tiny"]);
     let without = bytes(off.submission.as_ref().unwrap());
     assert_ne!(with_blend, without);
     let results = std::fs::read_to_string(report.join("results.md")).unwrap();

@@ -329,6 +329,22 @@ fn every_route_over_http() {
         401
     );
     assert_eq!(c.post("/v1/shop/reload", "", None).0, 401);
+    // An error may be answered before its body is read, after which hyper
+    // drops the connection: the answer says so, or a pooling client would
+    // send its next request down a closed socket.
+    let refused = c
+        .agent
+        .post(format!("{}/v1/shop/items", c.base))
+        .send(r#"{"items": []}"#.as_bytes())
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert_eq!(
+        refused
+            .headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     assert_eq!(c.post("/v1/shop/items", r#"{"items": []}"#, None).0, 401);
 
     // Sold out: gone from the very next response, even asking for all.

@@ -169,7 +169,16 @@ async fn handle(
     let (tenant, route, resp) = dispatch(&app, req).await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => error_response(&e),
+        Err(e) => {
+            let mut r = error_response(&e);
+            // Most errors (401, 404, 405, 413) answer before the request
+            // body is read; hyper then drops the connection, and a client
+            // that pooled it fails its next request on a closed socket.
+            // Saying so lets it open a fresh one.
+            r.headers_mut()
+                .insert("connection", "close".parse().expect("static header"));
+            r
+        }
     };
     app.metrics.record(
         &tenant,

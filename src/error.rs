@@ -42,8 +42,19 @@ pub enum Error {
     },
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
+    /// A config value, flag or argument that cannot be used as given.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Data that cannot support what was asked, though every value is
+    /// well-formed (a split part left empty, too few purchases to learn from,
+    /// two files that do not pair up).
+    #[error("unusable data: {0}")]
+    Data(String),
+    /// The run could not start or go on for a reason outside the config and
+    /// the data (a device missing, a run directory already in use, a run
+    /// with nothing to export).
+    #[error("cannot run: {0}")]
+    Runtime(String),
     /// Training could not go on (a non-finite loss, a device failure); the
     /// message says what was kept.
     #[error("training stopped: {0}")]

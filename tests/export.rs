@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use recforge::config::experiment::Experiment;
 use recforge::data::Dataset;
-use recforge::experiment::Experiment;
-use recforge::serve::{Histories, Model, Server};
+use recforge::data::history::History;
+use recforge::export::serve::Server;
 use recforge::topk::top_k;
 use recforge::train::checkpoint::{self, TrainState};
-use recforge::train::retrieval::Retrieval;
-use recforge::train::sequential::Sequential;
-use recforge::train::{Task, TrainOptions, train};
-use recforge_serve::engine::Purchase;
+use recforge::train::sasrec::SasRecTask;
+use recforge::train::two_tower::TwoTowerTask;
+use recforge::train::{Report, Task, TrainOptions, train};
+use recforge_infer::engine::Model;
+use recforge_serve::Purchase;
 
 /// burn's RNG is process-global: model builds and trainings take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -25,7 +27,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn data(dir: &Path) -> PathBuf {
     let raw = common::small_hm(dir, 21);
     let cache = dir.join("cache");
-    recforge::pipeline::prepare(&raw, &cache, recforge::ingest::Format::Auto).unwrap();
+    recforge::pipeline::commands::prepare(&raw, &cache, recforge::ingest::Format::Auto).unwrap();
     cache
 }
 
@@ -100,9 +102,12 @@ metric = "recall@12"
 }
 
 /// A run directory holding the untrained model as its selected one.
-fn random_init_run<T: Task>(exp: &Experiment, task: &T, dir: &Path) {
+fn random_init_run<T: Report>(exp: &Experiment, task: &T, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.toml"), exp.to_toml()).unwrap();
+    // What a run records when it starts, for export.
+    let parts = serde_json::to_vec(&task.bundle_parts()).unwrap();
+    std::fs::write(dir.join(recforge::train::parts::FILE), parts).unwrap();
     let model = task.build(&Device::flex());
     checkpoint::save_best(&dir.join("best"), &model, &TrainState::default()).unwrap();
 }
@@ -134,16 +139,16 @@ fn top12(scores: &[f32]) -> Vec<u32> {
 
 /// SASRec: next-item scores of 40 customers' histories, burn vs bundle.
 fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
-    let task = Sequential::prepare(exp).unwrap();
+    let task = SasRecTask::prepare(exp).unwrap();
     let dev = Device::flex();
     let model = checkpoint::load_model(&run.join("best"), task.build(&dev)).unwrap();
     recforge::export::export(run, bundle).unwrap();
     let ds = task.dataset();
     let server = Server::new(bundle, ds).unwrap();
-    let Model::SasRec(infer) = &server.model else {
+    let Model::SasRec(infer) = &server.engine.model else {
         panic!("a SASRec bundle")
     };
-    let hist = Histories::of_all(ds);
+    let hist = History::of_all(ds);
     let users: Vec<u32> = (1..ds.users.len() as u32)
         .filter(|&u| !hist.all(u).0.is_empty())
         .take(40)
@@ -156,7 +161,7 @@ fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
     let stacked = infer.encode_many(&users.iter().map(|&u| hist.all(u).0).collect::<Vec<_>>());
     for (ui, &u) in users.iter().enumerate() {
         let h = hist.all(u).0;
-        let (len, inputs) = recforge::seq::history_batch(&[h], exp.data.max_len);
+        let (len, inputs) = recforge::features::seq::history_batch(&[h], exp.data.max_len);
         let inputs = Tensor::<2, Int>::from_data(TensorData::new(inputs, [1, len]), &dev);
         let want: Vec<f32> = model
             .score_next(inputs)
@@ -180,7 +185,12 @@ fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
         worst_diff = worst_diff.max(worst(&want, &got));
         assert_eq!(top12(&want), top12(&got), "customer {u}");
         // The served list (pool search) is the same top 12.
-        let served: Vec<u32> = server.pool.snapshot().recommend(&q, 12, &[]).unwrap()[0]
+        let served: Vec<u32> = server
+            .engine
+            .pool
+            .snapshot()
+            .recommend(&q, 12, &[])
+            .unwrap()[0]
             .iter()
             .map(|x| x.0)
             .collect();
@@ -199,9 +209,9 @@ fn sasrec_parity(exp: &Experiment, run: &Path, bundle: &Path) {
 /// writes, computes the trainer-side server's query vectors for the day
 /// after the data ends.
 fn serving_engine_parity(bundle: &Path, data: &Path, server: &Server, ds: &Dataset, out: &Path) {
-    recforge::serving_data::write(data, out, 50).unwrap();
-    let engine = recforge_serve::engine::Engine::load(bundle).unwrap();
-    let hist = Histories::of_all(ds);
+    recforge::export::serving_data::write(data, out, 50).unwrap();
+    let engine = recforge_serve::Engine::load(bundle).unwrap();
+    let hist = History::of_all(ds);
     let day = (0..ds.inter.user.len()).map(|r| ds.day(r)).max().unwrap() + 1;
     let text = std::fs::read_to_string(out.join("customers.jsonl")).unwrap();
     let (mut checked, mut worst_diff) = (0, 0f32);
@@ -228,7 +238,7 @@ fn serving_engine_parity(bundle: &Path, data: &Path, server: &Server, ds: &Datas
             .map(|(k, x)| (k.clone(), x.as_str().unwrap().to_string()))
             .collect();
         let want = server.query(ds, &hist, user, day).unwrap();
-        match (want, engine.query(&history, &attributes).unwrap()) {
+        match (want, engine.query_articles(&history, &attributes).unwrap()) {
             (Some(w), Some(g)) => {
                 worst_diff = worst_diff.max(worst(&w, &g));
                 checked += 1;
@@ -251,7 +261,7 @@ fn serving_engine_parity(bundle: &Path, data: &Path, server: &Server, ds: &Datas
 
 /// Two towers: every item vector and the test customers' vectors.
 fn tower_parity(exp: &Experiment, run: &Path, bundle: &Path) {
-    let task = Retrieval::prepare(exp).unwrap();
+    let task = TwoTowerTask::prepare(exp).unwrap();
     let dev = Device::flex();
     let model = checkpoint::load_model(&run.join("best"), task.build(&dev)).unwrap();
     recforge::export::export(run, bundle).unwrap();
@@ -270,7 +280,7 @@ fn tower_parity(exp: &Experiment, run: &Path, bundle: &Path) {
         .collect();
     let item_diff = worst(&items[d..], &served);
     assert!(item_diff <= 1e-4, "item vectors differ by {item_diff}");
-    let hist = Histories::of_all(ds);
+    let hist = History::of_all(ds);
     let (states, users) = task.test_user_vectors(&model, &dev);
     let mut user_diff = 0f32;
     for (r, &(u, day)) in states.iter().enumerate().take(60) {
@@ -324,8 +334,8 @@ fn bundles_serve_the_same_scores_and_lists_as_burn() {
     let want = map(&trained.test.unwrap().plain);
     let sasrec_bundle = dir.path().join("b-sasrec-again");
     recforge::export::export(&dir.path().join("sasrec-again"), &sasrec_bundle).unwrap();
-    let ds = recforge::cache::read(&cache).unwrap();
-    let cfg = recforge::candidates::CandidateConfig {
+    let ds = recforge::data::cache::read(&cache).unwrap();
+    let cfg = recforge::rank::candidates::CandidateConfig {
         two_tower: 0,
         ..Default::default()
     };
@@ -354,7 +364,7 @@ fn bundles_serve_the_same_scores_and_lists_as_burn() {
         let mean_ap = per[0].values["MAP@12"].iter().sum::<f64>() / per[0].customers.len() as f64;
         assert!((mean_ap - map(&t.rows[0].metrics)).abs() < 1e-12);
         // And pair up for the A/B comparison.
-        let c = recforge::compare::compare(&per[6], &per[1], 200, 1).unwrap();
+        let c = recforge::eval::compare::compare(&per[6], &per[1], 200, 1).unwrap();
         assert_eq!(c.customers, per[0].customers.len());
         let whole = t
             .rows
@@ -371,7 +381,7 @@ fn bundles_serve_the_same_scores_and_lists_as_burn() {
 
     let exp = sasrec(&cache, false);
     let run = dir.path().join("sasrec-random");
-    random_init_run(&exp, &Sequential::prepare(&exp).unwrap(), &run);
+    random_init_run(&exp, &SasRecTask::prepare(&exp).unwrap(), &run);
     sasrec_parity(&exp, &run, &dir.path().join("b-sasrec-random"));
 
     let exp = two_tower(&cache);
@@ -379,7 +389,7 @@ fn bundles_serve_the_same_scores_and_lists_as_burn() {
     trained_run(&exp, &run);
     tower_parity(&exp, &run, &dir.path().join("b-tt"));
     let run = dir.path().join("tt-random");
-    random_init_run(&exp, &Retrieval::prepare(&exp).unwrap(), &run);
+    random_init_run(&exp, &TwoTowerTask::prepare(&exp).unwrap(), &run);
     tower_parity(&exp, &run, &dir.path().join("b-tt-random"));
 }
 
@@ -390,7 +400,7 @@ fn damaged_bundles_are_refused_with_clear_errors() {
     let cache = data(dir.path());
     let exp = sasrec(&cache, false);
     let run = dir.path().join("run");
-    random_init_run(&exp, &Sequential::prepare(&exp).unwrap(), &run);
+    random_init_run(&exp, &SasRecTask::prepare(&exp).unwrap(), &run);
     let good = dir.path().join("good");
     recforge::export::export(&run, &good).unwrap();
     let load = |b: &Path| -> String {
@@ -498,7 +508,7 @@ fn new_articles_are_served_sold_out_ones_never_and_submit_writes_a_checked_file(
 
     // The catalogue grows by one article the model never saw: a new colour
     // of article 1, described by its attributes only.
-    let mut ds = recforge::cache::read(&cache).unwrap();
+    let mut ds = recforge::data::cache::read(&cache).unwrap();
     ds.items.ids.push("0999999001".into());
     for f in &mut ds.items.features {
         let c = f.codes[1];
@@ -508,13 +518,22 @@ fn new_articles_are_served_sold_out_ones_never_and_submit_writes_a_checked_file(
     assert_eq!(server.new_articles, 1);
     let new_pool_id = server.item_of[ds.items.len() - 1];
     let v = server.item_vector(new_pool_id).to_vec();
-    let top: Vec<u32> = server.pool.snapshot().recommend(&v, 12, &[]).unwrap()[0]
+    let top: Vec<u32> = server
+        .engine
+        .pool
+        .snapshot()
+        .recommend(&v, 12, &[])
+        .unwrap()[0]
         .iter()
         .map(|x| x.0)
         .collect();
     assert!(top.contains(&new_pool_id), "the new article is retrievable");
-    server.pool.set_available("0999999001", false).unwrap();
-    let s = server.pool.snapshot();
+    server
+        .engine
+        .pool
+        .set_available("0999999001", false)
+        .unwrap();
+    let s = server.engine.pool.snapshot();
     let top = s.recommend(&v, 50, &[]).unwrap();
     assert!(
         top[0].iter().all(|x| x.0 != new_pool_id),
@@ -523,9 +542,9 @@ fn new_articles_are_served_sold_out_ones_never_and_submit_writes_a_checked_file(
 
     // Candidate sources with the bundle as the two-tower source: the union
     // holds at least what each source holds.
-    let ds = recforge::cache::read(&cache).unwrap();
-    let cfg = recforge::candidates::CandidateConfig::default();
-    let r = recforge::candidates::test_period_report(&ds, 7, &cfg, Some(&bundle)).unwrap();
+    let ds = recforge::data::cache::read(&cache).unwrap();
+    let cfg = recforge::rank::candidates::CandidateConfig::default();
+    let r = recforge::rank::candidates::test_period_report(&ds, 7, &cfg, Some(&bundle)).unwrap();
     let tt = r.sources.iter().find(|s| s.0 == "two-tower").unwrap();
     assert!(tt.2 > 0.0, "the two-tower source proposed nothing");
     for (name, recall, _) in &r.sources {

@@ -6,11 +6,11 @@ mod common;
 use std::path::Path;
 
 use common::{recforge, small_hm};
-use recforge::baseline::Params;
+use recforge::data::split::SplitKind;
+use recforge::eval::baselines::Params;
 use recforge::ingest::Format;
-use recforge::pipeline::{BaselineOptions, prepare, run_baselines};
-use recforge::split::SplitKind;
-use recforge::synth::{SynthConfig, generate};
+use recforge::ingest::synth::{SynthConfig, generate};
+use recforge::pipeline::commands::{BaselineOptions, prepare, run_baselines};
 
 fn opts(dir: &Path, split: SplitKind, ks: Vec<usize>) -> BaselineOptions {
     BaselineOptions {
@@ -62,7 +62,7 @@ fn cache_round_trips_and_keeps_leading_zeros() {
     let raw = small_hm(dir.path(), 11);
     let cache = dir.path().join("cache");
     let ds = prepare(&raw, &cache, Format::Auto).unwrap();
-    let back = recforge::cache::read(&cache).unwrap();
+    let back = recforge::data::cache::read(&cache).unwrap();
     // Field by field: ages use NaN for unknown, and NaN != NaN.
     assert!(
         ds.meta == back.meta
@@ -137,7 +137,7 @@ fn repurchase_beats_popularity_and_the_submission_is_valid() {
         "popularity drifts, so recency must help"
     );
     assert!(out.files.0.exists() && out.files.1.exists());
-    let report = recforge::submission::check(&ds, &sub).unwrap();
+    let report = recforge::submit::file::check(&ds, &sub).unwrap();
     assert_eq!(report.rows, cfg.customers);
 
     // The checker rejects a damaged file.
@@ -145,7 +145,7 @@ fn repurchase_beats_popularity_and_the_submission_is_valid() {
     let mut lines: Vec<&str> = text.lines().collect();
     lines.remove(5);
     std::fs::write(&sub, lines.join("\n")).unwrap();
-    assert!(recforge::submission::check(&ds, &sub).is_err());
+    assert!(recforge::submit::file::check(&ds, &sub).is_err());
 }
 
 fn write_atomic_files(dir: &Path, split_files: bool) {
@@ -198,7 +198,7 @@ fn recbole_atomic_files_with_loo_and_explicit_splits() {
         ds.items.feature("class").is_none(),
         "token_seq fields are not categorical features"
     );
-    let s = recforge::split::split(&ds, SplitKind::Loo, 7).unwrap();
+    let s = recforge::data::split::split(&ds, SplitKind::Loo, 7).unwrap();
     // u1 and u2 hold out two rows each, u3 one (test only).
     assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (3, 2, 3));
     let out = run_baselines(&ds, &opts(dir.path(), SplitKind::Loo, vec![1, 2])).unwrap();
@@ -211,7 +211,7 @@ fn recbole_atomic_files_with_loo_and_explicit_splits() {
         Format::Recbole,
     )
     .unwrap();
-    let s = recforge::split::split(&ds, SplitKind::Explicit, 7).unwrap();
+    let s = recforge::data::split::split(&ds, SplitKind::Explicit, 7).unwrap();
     assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (5, 1, 2));
 }
 
@@ -275,7 +275,7 @@ fn hm_explicit_split_files_become_the_test_part() {
     .unwrap();
     let ds = prepare(&raw, &dir.path().join("cache"), Format::Hm).unwrap();
     assert!(ds.meta.explicit_split);
-    let s = recforge::split::split(&ds, SplitKind::Explicit, 7).unwrap();
+    let s = recforge::data::split::split(&ds, SplitKind::Explicit, 7).unwrap();
     assert_eq!(
         (s.train.len(), s.valid.len(), s.test.len()),
         (train.len(), 0, test.len())

@@ -8,7 +8,7 @@ use std::path::Path;
 use common::{edit_line, listing, recforge, set_field, small_hm};
 use recforge::error::Error;
 use recforge::ingest::Format;
-use recforge::pipeline::prepare;
+use recforge::pipeline::commands::prepare;
 
 fn fails_cleanly(raw: &Path, work: &Path) -> Error {
     let before = listing(work);
@@ -87,7 +87,7 @@ fn unknown_article_keeps_an_existing_cache_intact() {
         e.contains("line 321") && e.contains("article_id") && e.contains("0999999999"),
         "{e}"
     );
-    let still = recforge::cache::read(&cache).unwrap();
+    let still = recforge::data::cache::read(&cache).unwrap();
     assert_eq!(still.inter.len(), good.inter.len());
 }
 

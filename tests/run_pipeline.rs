@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use recforge::run::{PipelineConfig, run};
+use recforge::pipeline::{PipelineConfig, run};
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -13,7 +13,7 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 /// The steps a run ran rather than reused.
-fn reran(out: &recforge::run::PipelineOutcome) -> Vec<&str> {
+fn reran(out: &recforge::pipeline::PipelineOutcome) -> Vec<&str> {
     out.steps
         .iter()
         .filter(|s| !s.reused)
@@ -132,9 +132,9 @@ kind = "purchase"
     assert!(results.contains("## The blender"), "{results}");
     assert!(results.contains("ranker score alone (A) against the blend (B)"));
     // The pipeline's per-customer metrics pair up with another run's.
-    let mine =
-        recforge::compare::PerCustomer::read(&run_dir.join("per-customer-tiny.json")).unwrap();
-    let same = recforge::compare::compare(&mine, &mine, 100, 1).unwrap();
+    let mine = recforge::eval::compare::PerCustomer::read(&run_dir.join("per-customer-tiny.json"))
+        .unwrap();
+    let same = recforge::eval::compare::compare(&mine, &mine, 100, 1).unwrap();
     assert!(same.customers > 0 && same.customers == mine.customers.len());
     let stages = std::fs::read_to_string(report.join("stages.md")).unwrap();
     assert!(stages.contains("| total |"), "{stages}");

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use burn::tensor::Device;
-use recforge::experiment::Experiment;
-use recforge::export::{Parts, sasrec_spec, write_bundle};
+use recforge::config::experiment::Experiment;
+use recforge::export::write_bundle;
 use recforge::features::ItemFeature;
-use recforge::model::SasRecConfig;
+use recforge::train::parts::{BundleParts, ModelShape, sasrec_spec};
 use recforge_infer::bundle::{ItemFeatureSpec, Items, ModelKind};
 use serde_json::{Value, json};
 
@@ -43,9 +43,9 @@ fn bundle(dir: &Path, name: &str, seed: u64) {
     }];
     let dev = Device::flex();
     dev.seed(seed);
-    let cfg = SasRecConfig::new(&exp.model, N + 1, exp.data.max_len, &feats);
+    let cfg = recforge::train::sasrec::model_config(&exp.model, N + 1, exp.data.max_len, &feats);
     let model = cfg.init(&feats, &dev);
-    let parts = Parts {
+    let parts = BundleParts {
         kind: ModelKind::Sasrec,
         sasrec: Some(sasrec_spec(&cfg)),
         two_tower: None,
@@ -63,6 +63,7 @@ fn bundle(dir: &Path, name: &str, seed: u64) {
         users: vec![],
         cold_start: (1..=20).map(article).collect(),
         data_end_day: 100,
+        model: ModelShape::SasRec(cfg.clone()),
     };
     write_bundle(&model, &exp, parts, json!({}), &dir.join(name)).unwrap();
 }

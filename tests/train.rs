@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use recforge::experiment::Experiment;
+use recforge::config::experiment::Experiment;
 use recforge::train::{TrainOptions, train};
 
 /// burn's RNG (dropout) is process-global, so two trainings in one process
@@ -16,7 +16,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn setup(dir: &Path) -> Experiment {
     let raw = common::small_hm(dir, 7);
     let cache = dir.join("cache");
-    recforge::pipeline::prepare(&raw, &cache, recforge::ingest::Format::Auto).unwrap();
+    recforge::pipeline::commands::prepare(&raw, &cache, recforge::ingest::Format::Auto).unwrap();
     let toml = format!(
         r#"
 name = "tiny"

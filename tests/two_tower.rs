@@ -4,13 +4,13 @@ mod common;
 
 use std::path::Path;
 
-use recforge::experiment::Experiment;
+use recforge::config::experiment::Experiment;
 use recforge::train::{TrainOptions, train};
 
 fn setup(dir: &Path) -> Experiment {
     let raw = common::small_hm(dir, 11);
     let cache = dir.join("cache");
-    recforge::pipeline::prepare(&raw, &cache, recforge::ingest::Format::Auto).unwrap();
+    recforge::pipeline::commands::prepare(&raw, &cache, recforge::ingest::Format::Auto).unwrap();
     let toml = format!(
         r#"
 name = "tiny_tt"
@@ -85,7 +85,7 @@ fn two_tower_learns_resumes_exactly_and_reports_cold_recall() {
     assert!(losses[2] < losses[0], "{losses:?}");
     // Cold-article recall is reported for the model and every source.
     let test = full.test.clone().unwrap();
-    assert!(test.get(false, "ColdRecall", 100).is_some());
+    assert!(test.extra("ColdRecall@100").is_some());
     assert!(table.notes.contains("Recall on cold articles"));
     assert!(table.extra["cold_recall"]["popular"]["ColdRecall@100"].is_number());
 

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
 
-use recforge::experiment::ModelConfig;
+use recforge::config::experiment::ModelConfig;
 use recforge::model::SasRecConfig;
 
 fn config() -> SasRecConfig {
@@ -19,7 +19,7 @@ fn config() -> SasRecConfig {
         dropout: 0.1,
         ..ModelConfig::default()
     };
-    SasRecConfig::new(&m, 40, 8, &[])
+    recforge::train::sasrec::model_config(&m, 40, 8, &[])
 }
 
 /// burn's RNG is process-global: with both tests building models at once,
@@ -28,11 +28,11 @@ fn config() -> SasRecConfig {
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn wgpu_device() -> Device {
-    let adapters = recforge::device::wgpu_adapters();
+    let adapters = recforge::config::device::wgpu_adapters();
     assert!(
         !adapters.is_empty(),
         "no Vulkan adapter: this test needs one. {}",
-        recforge::device::VULKAN_HINT
+        recforge::config::device::VULKAN_HINT
     );
     eprintln!("wgpu adapters: {adapters:?}");
     let kind = if adapters.iter().any(|a| a.hardware) {
@@ -112,7 +112,7 @@ fn wgpu_forward_matches_flex_and_training_steps_run() {
 #[test]
 fn two_tower_on_wgpu_matches_flex_and_trains() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    use recforge::experiment::HistoryPool;
+    use recforge::config::experiment::HistoryPool;
     use recforge::model::{TwoTower, TwoTowerConfig};
     let cfg = TwoTowerConfig {
         d_model: 8,

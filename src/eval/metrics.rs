@@ -122,6 +122,104 @@ impl Metrics {
     }
 }
 
+/// A ranking measure, as configs name it (`map`) and tables head it (`MAP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Map,
+    Recall,
+    Ndcg,
+    HitRate,
+    Mrr,
+}
+
+impl Measure {
+    /// The results table's column head (before `@k`).
+    pub fn column(self) -> &'static str {
+        match self {
+            Measure::Map => "MAP",
+            Measure::Recall => "Recall",
+            Measure::Ndcg => "NDCG",
+            Measure::HitRate => "HitRate",
+            Measure::Mrr => "MRR",
+        }
+    }
+
+    /// The name a config writes (before `@k`).
+    fn config_name(self) -> &'static str {
+        match self {
+            Measure::Map => "map",
+            Measure::Recall => "recall",
+            Measure::Ndcg => "ndcg",
+            Measure::HitRate => "hit",
+            Measure::Mrr => "mrr",
+        }
+    }
+
+    /// This measure's value in `m`.
+    pub fn of(self, m: &Metrics) -> f64 {
+        match self {
+            Measure::Map => m.map,
+            Measure::Recall => m.recall,
+            Measure::Ndcg => m.ndcg,
+            Measure::HitRate => m.hit_rate,
+            Measure::Mrr => m.mrr,
+        }
+    }
+}
+
+/// A measure at a cut-off, written `map@12` in configs: what model
+/// selection and early stopping compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub measure: Measure,
+    pub k: usize,
+}
+
+impl Metric {
+    /// The results table's column, e.g. `MAP@12`.
+    pub fn column(&self) -> String {
+        format!("{}@{}", self.measure.column(), self.k)
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.measure.config_name(), self.k)
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}`: expected NAME@K with NAME one of map, recall, ndcg, hit, mrr");
+        let (name, k) = s.split_once('@').ok_or_else(bad)?;
+        let k: usize = k.parse().map_err(|_| bad())?;
+        let measure = match name.to_ascii_lowercase().as_str() {
+            "map" => Measure::Map,
+            "recall" => Measure::Recall,
+            "ndcg" => Measure::Ndcg,
+            "hit" | "hitrate" => Measure::HitRate,
+            "mrr" => Measure::Mrr,
+            _ => return Err(bad()),
+        };
+        Ok(Metric { measure, k })
+    }
+}
+
+impl Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Metric {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Accumulates per-customer metrics; `finish` averages them.
 pub struct Accumulator {
     k: usize,

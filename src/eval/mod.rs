@@ -1,6 +1,10 @@
 //! Evaluation: ground truth of a split's target rows and ranking metrics.
 
+pub mod baselines;
+pub mod compare;
 pub mod metrics;
+pub mod plot;
+pub mod report;
 
 use crate::data::Dataset;
 pub use metrics::{Accumulator, Metrics, Truth};

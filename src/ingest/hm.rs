@@ -211,7 +211,7 @@ fn convert_rows(
         }
         let [date, cust, art, price, channel] = vals;
         let bad = |col: &str, msg: String| Error::bad_value(path, line, col, msg);
-        let day = crate::dates::parse_ymd(date).ok_or_else(|| {
+        let day = crate::util::dates::parse_ymd(date).ok_or_else(|| {
             bad(
                 "t_dat",
                 format!("`{date}` is not a date (expected YYYY-MM-DD)"),

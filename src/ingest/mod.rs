@@ -2,6 +2,7 @@
 
 pub mod hm;
 pub mod recbole;
+pub mod synth;
 pub mod table;
 
 use std::path::Path;

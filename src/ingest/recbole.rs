@@ -115,6 +115,9 @@ pub fn read_entities(
 
 /// Appends the interactions of one `.inter` file. Tokens not yet known are
 /// added to `ids` unless `closed` (an `.item`/`.user` file defines the set).
+// Long because it is one pass over the file's rows that checks and
+// converts every column as it goes (so an error names the row); the
+// per-column work is in `table`.
 #[allow(clippy::too_many_arguments)]
 pub fn read_inter(
     path: &Path,

@@ -17,7 +17,6 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, La
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::ModelConfig;
 use crate::features::ItemFeature;
 
 /// Epsilon of the LayerNorm after embedding + position (as SASRec's 1e-12).
@@ -44,21 +43,6 @@ pub struct SasRecConfig {
 }
 
 impl SasRecConfig {
-    pub fn new(cfg: &ModelConfig, n_items: usize, max_len: usize, feats: &[ItemFeature]) -> Self {
-        SasRecConfig {
-            n_items,
-            max_len,
-            d_model: cfg.d_model,
-            n_heads: cfg.n_heads,
-            n_layers: cfg.n_layers,
-            d_ff: cfg.d_ff(),
-            dropout: cfg.dropout,
-            norm_first: cfg.norm_first,
-            init_std: cfg.init_std,
-            features: feats.iter().map(|f| (f.name.clone(), f.vocab)).collect(),
-        }
-    }
-
     /// Builds the model with feature codes `feats` (aligned with `features`).
     pub fn init(&self, feats: &[ItemFeature], device: &Device) -> SasRec {
         assert_eq!(feats.len(), self.features.len(), "feature list mismatch");

@@ -18,7 +18,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{Experiment, HistoryPool};
+use crate::config::experiment::HistoryPool;
 
 /// Everything needed to rebuild the network's shapes (saved with runs and
 /// export manifests).
@@ -42,26 +42,6 @@ pub struct TwoTowerConfig {
 }
 
 impl TwoTowerConfig {
-    pub fn new(
-        exp: &Experiment,
-        item_features: Vec<(String, usize)>,
-        user_features: Vec<(String, usize)>,
-    ) -> Self {
-        let t = &exp.tower;
-        TwoTowerConfig {
-            d_model: exp.model.d_model,
-            feature_dim: t.feature_dim,
-            hidden: t.hidden,
-            id_buckets: if t.id_dim > 0 { t.id_buckets } else { 0 },
-            id_dim: if t.id_buckets > 0 { t.id_dim } else { 0 },
-            dropout: exp.model.dropout,
-            init_std: exp.model.init_std,
-            item_features,
-            user_features,
-            history: t.history,
-        }
-    }
-
     fn vocab(list: &[(String, usize)]) -> usize {
         list.iter().map(|f| f.1).sum()
     }

@@ -9,8 +9,8 @@ use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{AtomicDir, write_atomic};
 use crate::train::evaluate::EvalResult;
+use crate::util::fsutil::{AtomicDir, write_atomic};
 
 /// What an epoch did, as logged and checkpointed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,9 +6,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::history::History;
+use crate::eval::metrics::Metric;
 use crate::eval::{Accumulator, Metrics, Targets};
+use crate::features::seq::history_batch;
 use crate::model::SasRec;
-use crate::seq::{Sequences, history_batch};
 use crate::topk::top_k;
 
 /// Metrics at each k, unmasked and with seen items masked.
@@ -25,15 +27,19 @@ pub struct EvalResult {
 }
 
 impl EvalResult {
-    /// Value of column `name` (e.g. "NDCG") at `k`.
-    pub fn get(&self, masked: bool, name: &str, k: usize) -> Option<f64> {
+    /// A further metric by column name, e.g. `ColdRecall@100`.
+    pub fn extra(&self, column: &str) -> Option<f64> {
+        self.extra.iter().find(|(c, _)| c == column).map(|c| c.1)
+    }
+
+    /// The value of `metric`, from the metrics at its k or else (unmasked
+    /// only) from the further metrics by column name.
+    pub fn get(&self, masked: bool, metric: Metric) -> Option<f64> {
         let ms = if masked { &self.masked } else { &self.plain };
-        let col = format!("{name}@{k}");
-        if let Some(m) = ms.iter().find(|m| m.k == k)
-            && let Some(v) = m.columns().into_iter().find(|(c, _)| *c == col)
-        {
-            return Some(v.1);
+        if let Some(m) = ms.iter().find(|m| m.k == metric.k) {
+            return Some(metric.measure.of(m));
         }
+        let col = metric.column();
         let extra = if masked { None } else { Some(&self.extra) };
         extra?.iter().find(|(c, _)| *c == col).map(|c| c.1)
     }
@@ -45,7 +51,7 @@ pub fn evaluate(
     model: &SasRec,
     device: &Device,
     targets: &Targets,
-    history: &Sequences,
+    history: &History,
     fallback: &[u32],
     ks: &[usize],
     batch: usize,

@@ -8,7 +8,7 @@ use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::model::SasRec;
-use crate::rng::Rng;
+use crate::util::rng::Rng;
 
 /// Softmax cross-entropy over the whole catalogue: `h` `[m, d]`, `table`
 /// `[n_items, d]` (row 0 padding, excluded), targets `[m]` in 1..n_items.

@@ -3,8 +3,8 @@
 //! early stopping, and test metrics of the selected model at the end.
 //!
 //! What differs between models (their data, loss, evaluation and result
-//! rows) sits behind [`Task`]: [`sequential`] for the SASRec ranker,
-//! [`retrieval`] for the two-tower model.
+//! rows) sits behind [`Task`]: [`sasrec`] for the SASRec ranker,
+//! [`two_tower`] for the two-tower model.
 //!
 //! Resuming reproduces an uninterrupted run on the CPU: the data order of an
 //! epoch and every dropout mask and negative sample of a step are drawn from
@@ -14,12 +14,12 @@
 pub mod checkpoint;
 pub mod evaluate;
 pub mod loss;
+pub mod parts;
 pub mod progress;
-pub mod retrieval;
+pub mod sasrec;
 pub mod schedule;
-pub mod sequential;
 pub mod tensorboard;
-pub mod tower_data;
+pub mod two_tower;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,17 +31,17 @@ use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
-use crate::device::{self, Chosen};
+use crate::config::device::{self, Chosen};
+use crate::config::experiment::{Experiment, ModelKind, OptimKind};
 use crate::error::{Error, Result};
-use crate::experiment::{Experiment, ModelKind, OptimKind};
-use crate::report::{Row, Table};
-use crate::rng::Rng;
+use crate::eval::report::{Row, Table};
+use crate::util::rng::Rng;
 use checkpoint::{EpochLog, TrainState};
 use evaluate::EvalResult;
 use progress::{Progress, clock};
 use tensorboard::EventWriter;
 
-pub use sequential::{build_model, proposal_cdf, step_loss};
+pub use sasrec::{build_model, proposal_cdf, step_loss};
 
 /// How to run, beyond the experiment itself.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +68,7 @@ pub struct Outcome {
     pub table: Option<Table>,
 }
 
-/// One model's side of training: its data, loss, evaluation and results.
+/// One model's side of learning: its data, loss and evaluation.
 pub trait Task {
     type Model: Module;
     /// What one training unit is, plural ("sequences", "samples").
@@ -90,6 +90,11 @@ pub trait Task {
     fn validate(&self, model: &Self::Model, device: &Device) -> EvalResult;
     /// Metrics on the test period.
     fn test(&self, model: &Self::Model, device: &Device) -> EvalResult;
+}
+
+/// One model's side of what a run reports: the start line, `run.json`, and
+/// the results table's rows, protocol and notes.
+pub trait Report: Task {
     /// One line about the data and model, printed at the start.
     fn describe(&self, model: &Self::Model) -> String;
     /// Written to `run.json` at the start of a run.
@@ -104,15 +109,20 @@ pub trait Task {
     }
     fn dataset_name(&self) -> &str;
     fn has_price(&self) -> bool;
+    /// What a bundle of this model needs from the data, recorded when the
+    /// run starts so export never reads the data again.
+    fn bundle_parts(&self) -> parts::BundleParts;
 }
 
 /// The experiment's prepared data and its split, which must have a
 /// validation part (model selection reads it).
-pub(crate) fn load_split(exp: &Experiment) -> Result<(crate::data::Dataset, crate::split::Split)> {
-    let ds = crate::cache::read(&exp.data.cache)?;
-    let split = crate::split::split(&ds, exp.data.split, exp.data.target_days)?;
+pub(crate) fn load_split(
+    exp: &Experiment,
+) -> Result<(crate::data::Dataset, crate::data::split::Split)> {
+    let ds = crate::data::cache::read(&exp.data.cache)?;
+    let split = crate::data::split::split(&ds, exp.data.split, exp.data.target_days)?;
     if split.valid.is_empty() {
-        return Err(Error::Config(format!(
+        return Err(Error::Data(format!(
             "the {:?} split of `{}` has no validation rows; model selection needs them",
             exp.data.split, ds.meta.name
         )));
@@ -126,8 +136,8 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
     let chosen = device::choose(exp.device)?;
     eprintln!("device: {}", chosen.description);
     match exp.model.kind {
-        ModelKind::Sasrec => run(exp, opt, chosen, sequential::Sequential::prepare(exp)?),
-        ModelKind::TwoTower => run(exp, opt, chosen, retrieval::Retrieval::prepare(exp)?),
+        ModelKind::Sasrec => run(exp, opt, chosen, sasrec::SasRecTask::prepare(exp)?),
+        ModelKind::TwoTower => run(exp, opt, chosen, two_tower::TwoTowerTask::prepare(exp)?),
     }
 }
 
@@ -160,40 +170,53 @@ const ORDER: u64 = 0x006f_7264_6572;
 const STEP: u64 = 0x7374_6570;
 pub(crate) const INIT: u64 = 0x696e_6974;
 
-fn run<T: Task>(exp: &Experiment, opt: &TrainOptions, chosen: Chosen, task: T) -> Result<Outcome> {
-    let started = Instant::now();
-    let ad = chosen.device.clone().autodiff();
+/// The settings every step of a run's loop reads.
+struct Loop<'a, T: Task> {
+    exp: &'a Experiment,
+    opt: &'a TrainOptions,
+    chosen: &'a Chosen,
+    task: &'a T,
+    /// The autodiff device training runs on.
+    ad: Device,
+    ckpt_dir: PathBuf,
+    units_per_epoch: usize,
+    steps_per_epoch: usize,
+    total_steps: usize,
+}
 
-    let ckpt_dir = opt.run_dir.join("checkpoints");
-    let mut model = task.build(&ad);
-    let mut optim = optimizer(exp);
-    let mut state = TrainState::default();
-    if opt.resume {
-        let Some(last) = checkpoint::list(&ckpt_dir)?.pop() else {
-            return Err(Error::Config(format!(
-                "--resume: {} has no checkpoint to continue from",
-                opt.run_dir.display()
-            )));
-        };
-        model = checkpoint::load_model(&last, model)?;
-        optim = checkpoint::load_optim(&last, optim)?;
-        state = checkpoint::read_state(&last)?;
-        eprintln!(
-            "resuming from {} (epoch {} done)",
-            last.display(),
-            state.epoch
-        );
-    } else {
-        write_run_files(exp, &opt.run_dir, &chosen, task.run_info())?;
-    }
-    let mut tb = EventWriter::create(&opt.run_dir.join("tensorboard"))?;
-    let (sel_name, sel_k) = exp.selection_metric()?;
+/// What one epoch of steps produced.
+struct EpochSteps {
+    loss: f64,
+    lr: f64,
+    units: usize,
+    train_s: f64,
+}
+
+fn run<T: Report>(
+    exp: &Experiment,
+    opt: &TrainOptions,
+    chosen: Chosen,
+    task: T,
+) -> Result<Outcome> {
+    let started = Instant::now();
     let units_per_epoch = match exp.train.epoch_units {
         0 => task.n_units(),
         n => n.min(task.n_units()),
     };
     let steps_per_epoch = units_per_epoch.div_ceil(exp.train.batch_size);
-    let total_steps = steps_per_epoch * exp.train.epochs;
+    let lp = Loop {
+        exp,
+        opt,
+        chosen: &chosen,
+        task: &task,
+        ad: chosen.device.clone().autodiff(),
+        ckpt_dir: opt.run_dir.join("checkpoints"),
+        units_per_epoch,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * exp.train.epochs,
+    };
+    let (mut model, mut optim, mut state) = lp.start()?;
+    let mut tb = EventWriter::create(&opt.run_dir.join("tensorboard"))?;
     eprintln!(
         "{}: {}, {} steps per epoch, {} parameters",
         exp.name,
@@ -209,141 +232,24 @@ fn run<T: Task>(exp: &Experiment, opt: &TrainOptions, chosen: Chosen, task: T) -
         if let Some(n) = opt.stop_after
             && state.epoch >= n
         {
-            return Ok(Outcome {
-                run_dir: opt.run_dir.clone(),
-                device: chosen.description.clone(),
-                epochs: state.epoch,
-                best_epoch: state.best_epoch,
-                train_s: state.elapsed_s,
-                test: None,
-                table: None,
-            });
+            return Ok(outcome(opt, &chosen, &state, None, None));
         }
-        // A budget is a promise about wall time: don't start an epoch that
-        // would not finish inside it.
-        if exp.train.time_budget_s > 0.0
-            && let Some(last) = state.history.last()
-            && state.elapsed_s + last.wall_s > exp.train.time_budget_s
-        {
-            stop_reason = Some(format!(
-                "time budget of {}s: another epoch (~{:.0}s) would exceed it",
-                exp.train.time_budget_s, last.wall_s
-            ));
+        if let Some(why) = over_budget(exp, &state) {
+            stop_reason = Some(why);
             break;
         }
         let epoch = state.epoch + 1;
-        let mut order: Vec<usize> = (0..task.n_units()).collect();
-        Rng::stream(exp.seed, ORDER ^ ((epoch as u64) << 32)).shuffle(&mut order);
-        // A prefix of a fresh shuffle: a different seeded subset each epoch.
-        order.truncate(units_per_epoch);
         let t0 = Instant::now();
-        let mut prog = Progress::new(
-            format!("epoch {epoch}/{}", exp.train.epochs),
-            steps_per_epoch,
-            opt.progress,
-        );
-        let (mut loss_sum, mut loss_n, mut units) = (0.0f64, 0usize, 0usize);
-        let mut lr = 0.0;
-        for (bi, chunk) in order.chunks(exp.train.batch_size).enumerate() {
-            let step = state.step;
-            lr = schedule::lr_at(&exp.optim, step, total_steps);
-            let mut rng = Rng::stream(exp.seed, STEP ^ ((step as u64) << 16));
-            ad.seed(rng.next_u64());
-            let loss = task.loss(&model, chunk, &mut rng, &ad);
-            let value: f64 = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                prog.finish();
-                let kept = checkpoint::list(&ckpt_dir)?
-                    .pop()
-                    .map(|c| format!("the last good checkpoint is {}", c.display()))
-                    .unwrap_or_else(|| "no checkpoint was written yet".into());
-                return Err(Error::Training(format!(
-                    "the loss became {value} at epoch {epoch}, step {step}; {kept}. \
-                     Lower optim.lr or set optim.clip_norm, then resume."
-                )));
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
-            state.step += 1;
-            loss_sum += value;
-            loss_n += 1;
-            units += chunk.len();
-            tb.scalar("train/loss_step", state.step as u64, value)?;
-            prog.update(bi + 1, units, loss_sum / loss_n as f64);
-        }
-        prog.finish();
-        let train_s = t0.elapsed().as_secs_f64();
-        let last_epoch = epoch == exp.train.epochs;
-        let valid = if epoch % exp.eval.every.max(1) == 0 || last_epoch {
-            Some(task.validate(&model.valid(), &chosen.device))
-        } else {
-            None
-        };
-        let log = EpochLog {
-            epoch,
-            step: state.step,
-            loss: loss_sum / loss_n.max(1) as f64,
-            lr,
-            seqs_per_s: units as f64 / train_s.max(1e-9),
-            train_s,
-            wall_s: 0.0,
-            valid: valid.clone(),
-        };
-        log_epoch::<T>(&mut tb, &log)?;
-        let mut line = format!(
-            "epoch {epoch}: loss {:.4}, {:.0} {}/s, {:.1}s",
-            log.loss,
-            log.seqs_per_s,
-            T::UNIT,
-            train_s
-        );
-        state.epoch = epoch;
-        state.history.push(log);
-        if let Some(v) = &valid {
-            let value = v
-                .get(exp.eval.select_masked, &sel_name, sel_k)
-                .unwrap_or(f64::NAN);
-            let masked = if exp.eval.select_masked {
-                " masked"
-            } else {
-                ""
-            };
-            line += &format!("; valid {sel_name}@{sel_k}{masked} {value:.4}");
-            if let Some(other) = v.get(!exp.eval.select_masked, &sel_name, sel_k) {
-                line += &format!(
-                    " ({} {other:.4})",
-                    if exp.eval.select_masked {
-                        "unmasked"
-                    } else {
-                        "masked"
-                    }
-                );
-            }
-            if state.best_value.is_none_or(|b| value > b) {
-                state.best_value = Some(value);
-                state.best_epoch = Some(epoch);
-                state.bad_evals = 0;
-                line += " *";
-            } else {
-                state.bad_evals += 1;
-            }
-        }
+        let steps;
+        (model, steps) = lp.epoch(model, &mut optim, &mut state, &mut tb, epoch)?;
+        let line = lp.validate_and_select(&model, &mut state, &mut tb, epoch, steps)?;
         state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
         let epoch_wall = t0.elapsed().as_secs_f64();
         if let Some(l) = state.history.last_mut() {
             // Checkpointing time is estimated by the previous epoch's share.
             l.wall_s = epoch_wall;
         }
-        if state.best_epoch == Some(epoch) {
-            checkpoint::save_best(&opt.run_dir.join("best"), &model.valid(), &state)?;
-        }
-        checkpoint::save(
-            &ckpt_dir,
-            &model,
-            &optim,
-            &state,
-            exp.train.keep_checkpoints,
-        )?;
+        lp.checkpoint(&model, &optim, &state, epoch)?;
         eprintln!("{line} [{} elapsed]", clock(state.elapsed_s));
         if exp.train.patience > 0 && state.bad_evals >= exp.train.patience {
             stop_reason = Some(format!("no improvement in {} evaluations", state.bad_evals));
@@ -372,15 +278,238 @@ fn run<T: Task>(exp: &Experiment, opt: &TrainOptions, chosen: Chosen, task: T) -
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         table.write(dir, &exp.name)?;
     }
-    Ok(Outcome {
+    Ok(outcome(opt, &chosen, &state, Some(test), Some(table)))
+}
+
+/// What a run reports back: without a test (and table) when it stopped
+/// as asked before finishing.
+fn outcome(
+    opt: &TrainOptions,
+    chosen: &Chosen,
+    state: &TrainState,
+    test: Option<EvalResult>,
+    table: Option<Table>,
+) -> Outcome {
+    Outcome {
         run_dir: opt.run_dir.clone(),
-        device: chosen.description,
+        device: chosen.description.clone(),
         epochs: state.epoch,
         best_epoch: state.best_epoch,
         train_s: state.elapsed_s,
-        test: Some(test),
-        table: Some(table),
-    })
+        test,
+        table,
+    }
+}
+
+/// Why the next epoch must not start: a budget is a promise about wall
+/// time, so an epoch that would not finish inside it (judged by the last
+/// one) never starts.
+fn over_budget(exp: &Experiment, state: &TrainState) -> Option<String> {
+    let last = state.history.last()?;
+    (exp.train.time_budget_s > 0.0 && state.elapsed_s + last.wall_s > exp.train.time_budget_s).then(
+        || {
+            format!(
+                "time budget of {}s: another epoch (~{:.0}s) would exceed it",
+                exp.train.time_budget_s, last.wall_s
+            )
+        },
+    )
+}
+
+impl<T: Report> Loop<'_, T> {
+    /// A fresh model, optimizer and state (writing the run's files), or
+    /// those of the newest checkpoint when resuming.
+    fn start(&self) -> Result<(T::Model, ModuleOptimizer, TrainState)> {
+        let model = self.task.build(&self.ad);
+        let optim = optimizer(self.exp);
+        if !self.opt.resume {
+            write_run_files(
+                self.exp,
+                &self.opt.run_dir,
+                self.chosen,
+                self.task.run_info(),
+                &self.task.bundle_parts(),
+            )?;
+            return Ok((model, optim, TrainState::default()));
+        }
+        let Some(last) = checkpoint::list(&self.ckpt_dir)?.pop() else {
+            return Err(Error::Runtime(format!(
+                "--resume: {} has no checkpoint to continue from",
+                self.opt.run_dir.display()
+            )));
+        };
+        let model = checkpoint::load_model(&last, model)?;
+        let optim = checkpoint::load_optim(&last, optim)?;
+        let state = checkpoint::read_state(&last)?;
+        eprintln!(
+            "resuming from {} (epoch {} done)",
+            last.display(),
+            state.epoch
+        );
+        Ok((model, optim, state))
+    }
+}
+
+impl<T: Task> Loop<'_, T> {
+    /// The optimizer steps of epoch `epoch` over a seeded shuffle of the
+    /// units; a non-finite loss stops the run naming the last checkpoint.
+    fn epoch(
+        &self,
+        mut model: T::Model,
+        optim: &mut ModuleOptimizer,
+        state: &mut TrainState,
+        tb: &mut EventWriter,
+        epoch: usize,
+    ) -> Result<(T::Model, EpochSteps)> {
+        let exp = self.exp;
+        let mut order: Vec<usize> = (0..self.task.n_units()).collect();
+        Rng::stream(exp.seed, ORDER ^ ((epoch as u64) << 32)).shuffle(&mut order);
+        // A prefix of a fresh shuffle: a different seeded subset each epoch.
+        order.truncate(self.units_per_epoch);
+        let t0 = Instant::now();
+        let mut prog = Progress::new(
+            format!("epoch {epoch}/{}", exp.train.epochs),
+            self.steps_per_epoch,
+            self.opt.progress,
+        );
+        let (mut loss_sum, mut loss_n, mut units) = (0.0f64, 0usize, 0usize);
+        let mut lr = 0.0;
+        for (bi, chunk) in order.chunks(exp.train.batch_size).enumerate() {
+            let step = state.step;
+            lr = schedule::lr_at(&exp.optim, step, self.total_steps);
+            let mut rng = Rng::stream(exp.seed, STEP ^ ((step as u64) << 16));
+            self.ad.seed(rng.next_u64());
+            let loss = self.task.loss(&model, chunk, &mut rng, &self.ad);
+            let value: f64 = loss.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                prog.finish();
+                let kept = checkpoint::list(&self.ckpt_dir)?
+                    .pop()
+                    .map(|c| format!("the last good checkpoint is {}", c.display()))
+                    .unwrap_or_else(|| "no checkpoint was written yet".into());
+                return Err(Error::Training(format!(
+                    "the loss became {value} at epoch {epoch}, step {step}; {kept}. \
+                     Lower optim.lr or set optim.clip_norm, then resume."
+                )));
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            state.step += 1;
+            loss_sum += value;
+            loss_n += 1;
+            units += chunk.len();
+            tb.scalar("train/loss_step", state.step as u64, value)?;
+            prog.update(bi + 1, units, loss_sum / loss_n as f64);
+        }
+        prog.finish();
+        let steps = EpochSteps {
+            loss: loss_sum / loss_n.max(1) as f64,
+            lr,
+            units,
+            train_s: t0.elapsed().as_secs_f64(),
+        };
+        Ok((model, steps))
+    }
+
+    /// The epoch's validation (every `eval.every` epochs and at the last),
+    /// its log entry and TensorBoard scalars, and model selection; returns
+    /// the epoch's log line.
+    fn validate_and_select(
+        &self,
+        model: &T::Model,
+        state: &mut TrainState,
+        tb: &mut EventWriter,
+        epoch: usize,
+        steps: EpochSteps,
+    ) -> Result<String> {
+        let exp = self.exp;
+        let last_epoch = epoch == exp.train.epochs;
+        let valid = if epoch % exp.eval.every.max(1) == 0 || last_epoch {
+            Some(self.task.validate(&model.valid(), &self.chosen.device))
+        } else {
+            None
+        };
+        let log = EpochLog {
+            epoch,
+            step: state.step,
+            loss: steps.loss,
+            lr: steps.lr,
+            seqs_per_s: steps.units as f64 / steps.train_s.max(1e-9),
+            train_s: steps.train_s,
+            wall_s: 0.0,
+            valid: valid.clone(),
+        };
+        log_epoch::<T>(tb, &log)?;
+        let mut line = format!(
+            "epoch {epoch}: loss {:.4}, {:.0} {}/s, {:.1}s",
+            log.loss,
+            log.seqs_per_s,
+            T::UNIT,
+            steps.train_s
+        );
+        state.epoch = epoch;
+        state.history.push(log);
+        if let Some(v) = &valid {
+            line += &self.select(state, v, epoch);
+        }
+        Ok(line)
+    }
+
+    /// Model selection on a validation result: marks epoch `epoch` the best
+    /// when the selection metric improved, else counts a bad evaluation.
+    /// Returns the log line's validation part.
+    fn select(&self, state: &mut TrainState, v: &EvalResult, epoch: usize) -> String {
+        let exp = self.exp;
+        let selection = exp.eval.metric;
+        let value = v.get(exp.eval.select_masked, selection).unwrap_or(f64::NAN);
+        let masked = if exp.eval.select_masked {
+            " masked"
+        } else {
+            ""
+        };
+        let mut line = format!("; valid {}{masked} {value:.4}", selection.column());
+        if let Some(other) = v.get(!exp.eval.select_masked, selection) {
+            line += &format!(
+                " ({} {other:.4})",
+                if exp.eval.select_masked {
+                    "unmasked"
+                } else {
+                    "masked"
+                }
+            );
+        }
+        if state.best_value.is_none_or(|b| value > b) {
+            state.best_value = Some(value);
+            state.best_epoch = Some(epoch);
+            state.bad_evals = 0;
+            line += " *";
+        } else {
+            state.bad_evals += 1;
+        }
+        line
+    }
+
+    /// The epoch's checkpoint (model, optimizer, state), and `best/` when
+    /// this epoch is the selected one.
+    fn checkpoint(
+        &self,
+        model: &T::Model,
+        optim: &ModuleOptimizer,
+        state: &TrainState,
+        epoch: usize,
+    ) -> Result<()> {
+        if state.best_epoch == Some(epoch) {
+            checkpoint::save_best(&self.opt.run_dir.join("best"), &model.valid(), state)?;
+        }
+        checkpoint::save(
+            &self.ckpt_dir,
+            model,
+            optim,
+            state,
+            self.exp.train.keep_checkpoints,
+        )?;
+        Ok(())
+    }
 }
 
 fn log_epoch<T: Task>(tb: &mut EventWriter, log: &EpochLog) -> Result<()> {
@@ -408,24 +537,31 @@ fn write_run_files(
     dir: &Path,
     chosen: &Chosen,
     info: serde_json::Value,
+    parts: &parts::BundleParts,
 ) -> Result<()> {
     if dir.join("checkpoints").exists() {
-        return Err(Error::Config(format!(
+        return Err(Error::Runtime(format!(
             "{} already holds a run; continue it with `--resume {0}`, or choose another --run-dir",
             dir.display()
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    crate::fsutil::write_atomic(dir.join("config.toml"), exp.to_toml().as_bytes())?;
+    crate::util::fsutil::write_atomic(dir.join("config.toml"), exp.to_toml().as_bytes())?;
+    crate::util::fsutil::write_atomic(
+        dir.join(parts::FILE),
+        serde_json::to_vec(parts)
+            .expect("bundle parts serialise")
+            .as_slice(),
+    )?;
     let mut info = info;
     info["device"] = serde_json::Value::String(chosen.description.clone());
-    crate::fsutil::write_atomic(
+    crate::util::fsutil::write_atomic(
         dir.join("run.json"),
         serde_json::to_vec_pretty(&info).expect("json").as_slice(),
     )
 }
 
-fn results_table<T: Task>(
+fn results_table<T: Report>(
     exp: &Experiment,
     task: &T,
     state: &TrainState,
@@ -435,13 +571,13 @@ fn results_table<T: Task>(
     started: Instant,
 ) -> Table {
     let best = state.best_epoch.unwrap_or(0);
-    let (sel_name, sel_k) = exp.selection_metric().unwrap_or(("NDCG".into(), 10));
+    let selection = exp.eval.metric;
     let valid_best = state
         .history
         .iter()
         .find(|h| h.epoch == best)
         .and_then(|h| h.valid.as_ref())
-        .and_then(|v| v.get(exp.eval.select_masked, &sel_name, sel_k));
+        .and_then(|v| v.get(exp.eval.select_masked, selection));
     let protocol = format!(
         "Split `{:?}`; model selected on validation {} ({}) = {} at epoch {best} of {} ({}); \
 trained {} on {}; {} Total wall time {:.0}s.",
@@ -476,7 +612,9 @@ trained {} on {}; {} Total wall time {:.0}s.",
 
 /// The validation curve as a Markdown table.
 fn epoch_table(exp: &Experiment, state: &TrainState) -> String {
-    let (name, k) = exp.selection_metric().unwrap_or(("NDCG".into(), 10));
+    let selection = exp.eval.metric;
+    let name = selection.measure.column();
+    let k = selection.k;
     let mut s = format!(
         "## Training curve
 
@@ -486,7 +624,7 @@ fn epoch_table(exp: &Experiment, state: &TrainState) -> String {
         let v = |masked| {
             h.valid
                 .as_ref()
-                .and_then(|v| v.get(masked, &name, k))
+                .and_then(|v| v.get(masked, selection))
                 .map(|x| format!("{x:.4}"))
                 .unwrap_or_else(|| "-".into())
         };

@@ -1,7 +1,7 @@
 //! Learning rate as a pure function of the step, so a resumed run needs no
 //! scheduler state to continue on the same curve.
 
-use crate::experiment::{OptimConfig, Schedule};
+use crate::config::experiment::{OptimConfig, Schedule};
 
 pub fn lr_at(cfg: &OptimConfig, step: usize, total_steps: usize) -> f64 {
     let warm = cfg.warmup_steps;

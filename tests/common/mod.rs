@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use recforge::synth::{SynthConfig, generate};
+use recforge::ingest::synth::{SynthConfig, generate};
 
 /// A small synthetic H&M dataset in `dir/raw`.
 pub fn small_hm(dir: &Path, seed: u64) -> PathBuf {

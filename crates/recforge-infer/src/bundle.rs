@@ -134,10 +134,31 @@ pub struct SasRecSpec {
     pub embed_norm_eps: f64,
     /// Epsilon of the encoder's (and the final) LayerNorms.
     pub layer_norm_eps: f64,
-    /// `gelu` (exact, with erf).
-    pub activation: String,
+    pub activation: Activation,
     /// Value written over masked attention scores before the softmax.
     pub attention_mask_value: f64,
+}
+
+/// The feed-forward activation of a sequential ranker's layers (written
+/// `gelu` in manifests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// Exact GELU, with erf.
+    Gelu,
+}
+
+/// How the customer tower summarises recent purchases (written `none`,
+/// `mean` or `recency` in manifests and experiment files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HistoryPool {
+    /// No purchase history: customer attributes only.
+    None,
+    /// Plain average of the last `history_len` purchases' item vectors.
+    Mean,
+    /// Average weighted by 0.5^(age in days / `half_life_days`).
+    Recency,
 }
 
 /// Hyperparameters of the two towers.
@@ -148,8 +169,7 @@ pub struct TwoTowerSpec {
     pub hidden: usize,
     pub id_buckets: usize,
     pub id_dim: usize,
-    /// `none`, `mean` or `recency`.
-    pub history: String,
+    pub history: HistoryPool,
     pub history_len: usize,
     pub half_life_days: f64,
     /// Item features (by name) that read "unknown" when the id is hidden,

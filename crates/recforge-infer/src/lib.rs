@@ -5,12 +5,15 @@
 //! against its manifest; [`SasRecModel`] and [`TwoTowerModel`] run the
 //! forward passes with the same math as burn's layers; [`ItemPool`] holds
 //! the servable items and takes new, sold-out and removed articles while
-//! readers keep going; [`ItemIndex`] finds exact top-K lists.
+//! readers keep going; [`ItemIndex`] finds exact top-K lists; [`Engine`]
+//! puts them together: one bundle, its pool, and the query a customer's
+//! history and attributes make, for every serving path.
 //!
 //! The trainer uses the same code for its retrieval evaluation, so what is
 //! measured in training is what is served.
 
 pub mod bundle;
+pub mod engine;
 pub mod nn;
 pub mod pool;
 mod quant;
@@ -22,6 +25,7 @@ pub mod towers;
 use std::path::PathBuf;
 
 pub use bundle::{Bundle, Manifest};
+pub use engine::{Engine, Objective};
 pub use pool::{ItemPool, PoolSnapshot};
 pub use retrieve::ItemIndex;
 pub use sasrec::SasRecModel;

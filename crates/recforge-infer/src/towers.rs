@@ -4,7 +4,7 @@
 //! vectors; a customer's candidates are the items with the largest inner
 //! product.
 
-use crate::bundle::{Bundle, ModelKind, TwoTowerSpec, UserFeatureSpec, fnv1a};
+use crate::bundle::{Bundle, HistoryPool, ModelKind, TwoTowerSpec, UserFeatureSpec, fnv1a};
 use crate::nn::{Linear, l2_normalize, relu};
 use crate::{Error, Result};
 
@@ -118,7 +118,7 @@ impl TwoTowerModel {
             })
             .collect();
         let item_in = item_vocab.len() * fd + spec.id_dim;
-        let pooled = if spec.history == "none" {
+        let pooled = if spec.history == HistoryPool::None {
             0
         } else {
             spec.d_model
@@ -221,8 +221,8 @@ impl TwoTowerModel {
     pub fn history_weights(&self, days_ago: &[f64]) -> Vec<f32> {
         let w: Vec<f64> = days_ago
             .iter()
-            .map(|&a| match self.spec.history.as_str() {
-                "recency" => 0.5f64.powf(a / self.spec.half_life_days),
+            .map(|&a| match self.spec.history {
+                HistoryPool::Recency => 0.5f64.powf(a / self.spec.half_life_days),
                 _ => 1.0,
             })
             .collect();
@@ -237,7 +237,7 @@ impl TwoTowerModel {
     /// (n rows of d; zeros without history).
     pub fn user_vectors(&self, codes: &[Vec<u32>], pooled: Option<&[f32]>) -> Result<Vec<f32>> {
         let d = self.spec.d_model;
-        let pooling = self.spec.history != "none";
+        let pooling = self.spec.history != HistoryPool::None;
         if pooling && pooled.is_none_or(|p| p.len() != codes.len() * d) {
             return Err(Error::Shape {
                 what: "pooled history vectors".into(),

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::Objective;
-use crate::engine::{Engine, Purchase};
 use crate::tenant::Tenant;
+use recforge_infer::Objective;
+use recforge_infer::engine::{Engine, Purchase};
 
 /// A client error (4xx) or a server fault (5xx), returned as
 /// `{"error": {"code", "message"}}`.
@@ -140,7 +140,7 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
     exclude.sort_unstable();
     exclude.dedup();
     let query = engine
-        .query(history, attributes)
+        .query_articles(history, attributes)
         .map_err(|e| ApiError::new(500, "model", e.to_string()))?;
     let (source, items): (&str, Vec<Value>) = match query {
         Some(q) => {
@@ -158,7 +158,7 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
                 let prices = t.prices.read().unwrap_or_else(|e| e.into_inner());
                 for x in &mut scored {
                     let p = prices.get(snap.article(x.0).unwrap_or_default());
-                    x.2 = x.1 + (t.cfg.alpha * f64::from(p).ln()) as f32;
+                    x.2 = t.cfg.objective.value(x.1, t.cfg.alpha, f64::from(p).ln());
                 }
                 scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
             }
@@ -280,7 +280,7 @@ pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
         let v: Vec<Vec<f32>> = req
             .items
             .iter()
-            .map(|it| e.item_vector(&it.features))
+            .map(|it| e.embed_article(&it.features))
             .collect::<Result<_, _>>()
             .map_err(|err| ApiError::new(500, "model", err.to_string()))?;
         vectors.push(v);

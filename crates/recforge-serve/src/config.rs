@@ -41,16 +41,7 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Objective {
-    /// Order by the model's score (purchase probability).
-    #[default]
-    Purchase,
-    /// Order by expected value: score + alpha · ln(price), the log of
-    /// probability × price^alpha for a softmax score.
-    Revenue,
-}
+pub use recforge_infer::Objective;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,13 +2,12 @@
 //!
 //! One process serves several clients (tenants), each with its own bundle
 //! (and optionally a second one for an A/B test), on the burn-free
-//! inference crate. Recommendations read an `Arc` snapshot of the tenant's
+//! inference crate's [`Engine`]. Recommendations read an `Arc` snapshot of the tenant's
 //! models and item pool, so item updates and model reloads never block or
 //! fail a request in flight. The API is described in `openapi.yaml`.
 
 pub mod api;
 pub mod config;
-pub mod engine;
 pub mod http;
 pub mod load;
 pub mod metrics;
@@ -18,6 +17,8 @@ use std::path::PathBuf;
 
 pub use config::Config;
 pub use http::{Server, start};
+/// The serving engine, shared with the trainer's evaluation and submissions.
+pub use recforge_infer::engine::{Engine, Purchase};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +43,12 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<recforge_infer::Error> for Error {
+    fn from(e: recforge_infer::Error) -> Self {
+        Error::Model(e.to_string())
+    }
+}
 
 /// Reads a whole text file, naming it in the error.
 pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {

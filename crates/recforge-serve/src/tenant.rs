@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::Deserialize;
 
 use crate::config::{Config, TenantConfig};
-use crate::engine::{Engine, Purchase};
+use crate::{Engine, Purchase};
 use crate::{Error, Result};
 
 /// The bundles being served; swapped whole on reload, so a request keeps
@@ -235,7 +235,7 @@ fn apply_overlay(engine: &Engine, overlay: &Overlay) -> Result<()> {
     let vectors: Vec<(String, Vec<f32>)> = overlay
         .added
         .iter()
-        .map(|(id, f)| Ok((id.clone(), engine.item_vector(f)?)))
+        .map(|(id, f)| Ok((id.clone(), engine.embed_article(f)?)))
         .collect::<Result<_>>()?;
     engine.pool.update(|s| {
         for (id, v) in &vectors {

@@ -1,0 +1,178 @@
+//! `recforge bench http`: the HTTP server under a fixed request rate. A
+//! 105,542-article SASRec bundle (the serving benchmark's shape) is served
+//! by a `recforge-serve` process; a second `recforge-serve load` process
+//! sends recommendation requests for stored customers (history length 50)
+//! at each rate over loopback, open loop, and reports latency percentiles
+//! measured from each request's due time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+use recforge::util::rng::Rng;
+
+/// Kills the server when the benchmark ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    ensure!(
+        path.exists(),
+        "{} not found: build it first (`cargo build --workspace`, with --release for release numbers)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_listening(port: u16, server: &mut Child) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Some(status) = server.try_wait()? {
+            bail!("recforge-serve exited with {status} before serving");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("recforge-serve did not start listening within 120 s")
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    items: usize,
+    customers: usize,
+    len: usize,
+    rates: &[f64],
+    seconds: f64,
+    threads: usize,
+    workers: usize,
+    out: &Path,
+) -> Result<()> {
+    ensure!(
+        !rates.is_empty() && customers > 0,
+        "need rates and customers"
+    );
+    let dir = tempfile::tempdir()?;
+    let models = dir.path().join("models");
+    eprintln!("writing a {items}-article bundle ...");
+    crate::bench::serve::random_sasrec(items, len, &models.join("hm"))?;
+    let mut rng = Rng::new(5);
+    let mut lines = String::new();
+    let mut bodies = String::new();
+    for c in 0..customers {
+        let history: Vec<Value> = (0..len)
+            .map(|j| {
+                let a = 1 + rng.below(items as u64);
+                json!({"article_id": format!("{:010}", 100_000_000 + a), "days_ago": len - j})
+            })
+            .collect();
+        lines.push_str(&json!({"customer_id": format!("c{c}"), "history": history}).to_string());
+        lines.push('\n');
+        bodies.push_str(&json!({"customer_id": format!("c{c}"), "k": 12}).to_string());
+        bodies.push('\n');
+    }
+    std::fs::write(dir.path().join("customers.jsonl"), lines)?;
+    std::fs::write(dir.path().join("bodies.jsonl"), bodies)?;
+    let port = free_port()?;
+    let token = "bench-admin-token-not-secret";
+    std::fs::write(
+        dir.path().join("serve.toml"),
+        format!(
+            "models_dir = \"models\"\nadmin_token = \"{token}\"\nport = {port}\nworkers = {workers}\n\n[tenants.hm]\nbundle = \"hm\"\ncustomers = \"customers.jsonl\"\n"
+        ),
+    )?;
+    let t = Instant::now();
+    let mut server = Guard(
+        Command::new(sibling("recforge-serve")?)
+            .args(["serve", "--config"])
+            .arg(dir.path().join("serve.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting recforge-serve")?,
+    );
+    wait_listening(port, &mut server.0)?;
+    let startup_s = t.elapsed().as_secs_f64();
+    let url = format!("http://127.0.0.1:{port}/v1/hm/recommend");
+    let load = |rate: f64, secs: f64| -> Result<Value> {
+        let out = Command::new(sibling("recforge-serve")?)
+            .args(["load", "--url", &url, "--bodies"])
+            .arg(dir.path().join("bodies.jsonl"))
+            .args(["--rate", &rate.to_string(), "--seconds", &secs.to_string()])
+            .args(["--threads", &threads.to_string()])
+            .output()
+            .context("running recforge-serve load")?;
+        ensure!(
+            out.status.success(),
+            "load generator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    // Warm-up: first touches of the item table and the customer map.
+    load(rates[0], 2.0)?;
+    let mut rows = String::new();
+    let mut at_500 = None;
+    for &rate in rates {
+        eprintln!("{rate} requests/s for {seconds} s ...");
+        let r = load(rate, seconds)?;
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        if (rate - 500.0).abs() < 1e-9 {
+            at_500 = Some(f("p99_ms"));
+        }
+        rows.push_str(&format!(
+            "| {rate:.0} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            f("rate"),
+            f("ok"),
+            f("failed"),
+            f("p50_ms"),
+            f("p90_ms"),
+            f("p99_ms"),
+            f("max_ms")
+        ));
+    }
+    drop(server);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let profile = if cfg!(debug_assertions) {
+        "debug build; dependencies and recforge-infer optimised"
+    } else {
+        "release build"
+    };
+    let verdict = match at_500 {
+        Some(p99) if p99 <= 10.0 => {
+            format!("**p99 at 500 requests/s: {p99:.2} ms, within the 10 ms target.**")
+        }
+        Some(p99) => format!("**p99 at 500 requests/s: {p99:.2} ms, over the 10 ms target.**"),
+        None => "500 requests/s was not among the rates run.".into(),
+    };
+    let table = format!(
+        "# HTTP serving benchmark\n\n`recforge bench http` ({profile}, {cores} CPU cores shared by server and client). \
+One `recforge-serve` process ({workers} worker threads) serves a random-init SASRec bundle: {items} articles, d = 64, \
+2 layers, 2 heads, d_ff 256. {customers} stored customers with {len}-purchase histories; each request is \
+`POST /v1/hm/recommend {{\"customer_id\", \"k\": 12}}` over HTTP/1.1 keep-alive on 127.0.0.1. A second process \
+(`recforge-serve load`, {threads} client threads) sends requests open loop at a fixed rate for {seconds} s per rate; \
+latency runs from each request's due time to its full response. Server start (bundle load and checks, customer file): {startup_s:.1} s.\n\n\
+| target req/s | achieved req/s | ok | failed | p50 ms | p90 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}\n{verdict}\n"
+    );
+    recforge::util::fsutil::write_atomic(out, table.as_bytes())?;
+    println!("{table}\nwritten to {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Data commands: generate a log, prepare raw files into a cache, and the
+//! baselines-only quick start.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use recforge::ingest::Format;
+use recforge::ingest::synth::{self, SynthConfig};
+use recforge::pipeline::commands;
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Output directory for articles.csv, customers.csv, transactions_train.csv
+    /// and sample_submission.csv.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with generator settings (see datasets/README.md); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of customers (the real data has 1,371,980).
+    #[arg(long)]
+    customers: Option<usize>,
+    /// Number of articles (the real data has 105,542).
+    #[arg(long)]
+    articles: Option<usize>,
+    /// Days of transactions (the real log covers 734).
+    #[arg(long)]
+    days: Option<u32>,
+    /// Seed of every random draw.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+pub fn synth(a: SynthArgs) -> Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => SynthConfig::from_toml_file(p)?,
+        None => SynthConfig::default(),
+    };
+    cfg.customers = a.customers.unwrap_or(cfg.customers);
+    cfg.articles = a.articles.unwrap_or(cfg.articles);
+    cfg.days = a.days.unwrap_or(cfg.days);
+    cfg.seed = a.seed.unwrap_or(cfg.seed);
+    let t = Instant::now();
+    let s = synth::generate(&cfg, &a.out)
+        .with_context(|| format!("generating into {}", a.out.display()))?;
+    println!(
+        "wrote {} customers, {} articles, {} transactions ({} .. {}) to {} in {:.1}s",
+        s.customers,
+        s.articles,
+        s.transactions,
+        s.first_date,
+        s.last_date,
+        a.out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PrepareArgs {
+    /// Directory with the raw files.
+    #[arg(long)]
+    data: PathBuf,
+    /// Cache directory to write (replaced atomically when complete).
+    #[arg(long)]
+    out: PathBuf,
+    /// Input format; `auto` picks H&M when transactions_train.csv exists.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: Format,
+}
+
+pub fn prepare(a: PrepareArgs) -> Result<()> {
+    let t = Instant::now();
+    let ds = commands::prepare(&a.data, &a.out, a.format)
+        .with_context(|| format!("preparing {}", a.data.display()))?;
+    println!("{}", prepared_line(&ds, &a.out, t.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+fn prepared_line(ds: &recforge::data::Dataset, out: &std::path::Path, secs: f64) -> String {
+    format!(
+        "prepared `{}`: {} users, {} items, {} interactions -> {} in {secs:.1}s",
+        ds.meta.name,
+        ds.users.len() - 1,
+        ds.items.len() - 1,
+        ds.inter.len(),
+        out.display(),
+    )
+}
+
+#[derive(Args)]
+pub struct QuickstartArgs {
+    /// Working directory for the data, cache, results and submission.
+    #[arg(long, default_value = "data/quickstart")]
+    dir: PathBuf,
+    /// Customers of the generated log.
+    #[arg(long, default_value_t = 20_000)]
+    customers: usize,
+    /// Articles of the generated log.
+    #[arg(long, default_value_t = 4_000)]
+    articles: usize,
+    /// Days of the generated log.
+    #[arg(long, default_value_t = 182)]
+    days: u32,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub fn quickstart(a: QuickstartArgs) -> Result<()> {
+    let opt = commands::QuickstartOptions {
+        dir: a.dir.clone(),
+        synth: SynthConfig {
+            customers: a.customers,
+            articles: a.articles,
+            days: a.days,
+            seed: a.seed,
+            ..SynthConfig::default()
+        },
+    };
+    let q = commands::quickstart(&opt)
+        .with_context(|| format!("quick start in {}", a.dir.display()))?;
+    println!(
+        "1/3 synth: {} transactions in {:.1}s -> {}",
+        q.synth.transactions,
+        q.synth_secs,
+        a.dir.join("raw").display()
+    );
+    println!("{}", prepared_line(&q.dataset, &q.cache, q.prepare_secs));
+    println!("2/3 prepare: done");
+    println!("3/3 baselines:");
+    super::evaluate::print_baselines(&q.baselines);
+    println!(
+        "submission check: ok, {} rows for {} customers",
+        q.check.rows, q.check.customers
+    );
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Serving-side commands: a submission from a bundle, the submission
+//! checker, and the files the HTTP server reads.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The bundle to serve (models/NAME).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Raw H&M files (customers.csv, articles.csv, transactions_train.csv)
+    /// or a prepared cache.
+    #[arg(long)]
+    data: PathBuf,
+    /// The submission CSV to write (replaced atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Withhold articles with no sale in this many days (but some before) as sold out.
+    #[arg(long, default_value_t = 0)]
+    stale_days: u32,
+    /// Customers per parallel chunk.
+    #[arg(long, default_value_t = 8192)]
+    chunk: usize,
+}
+
+pub fn submit(a: SubmitArgs) -> Result<()> {
+    let opt = recforge::submit::SubmitOptions {
+        bundle: a.bundle,
+        data: a.data,
+        out: a.out,
+        stale_days: a.stale_days,
+        chunk: a.chunk,
+    };
+    let r = recforge::submit::submit(&opt)?;
+    println!("{}", recforge::submit::summary(&r, &opt.out));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The submission CSV (customer_id,prediction).
+    #[arg(long)]
+    file: PathBuf,
+    /// The prepared cache of the same data (from `recforge prepare`).
+    #[arg(long)]
+    data: PathBuf,
+}
+
+pub fn check(a: CheckArgs) -> Result<()> {
+    let ds = recforge::data::cache::read(&a.data)?;
+    let r = recforge::submit::file::check(&ds, &a.file)?;
+    println!(
+        "ok: {} rows, every one of {} customers covered",
+        r.rows, r.customers
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ServingDataArgs {
+    /// Raw H&M files or a prepared cache.
+    #[arg(long)]
+    data: PathBuf,
+    /// Directory to write customers.jsonl and prices.csv into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Purchases kept per customer, most recent.
+    #[arg(long, default_value_t = 50)]
+    history_len: usize,
+}
+
+pub fn serving_data(a: ServingDataArgs) -> Result<()> {
+    let w = recforge::export::serving_data::write(&a.data, &a.out, a.history_len)?;
+    println!(
+        "{}: customers.jsonl ({} customers, {} with purchases), prices.csv ({} articles)",
+        a.out.display(),
+        w.customers,
+        w.with_history,
+        w.priced_articles
+    );
+    Ok(())
+}

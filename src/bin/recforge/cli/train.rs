@@ -1,0 +1,81 @@
+//! Model commands: train (or resume) an experiment, export a run's model.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use recforge::config::device::DeviceChoice;
+use recforge::pipeline::commands::{self, TrainRequest};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Experiment TOML (see experiments/README.md). Not needed with --resume,
+    /// which reads the run's own resolved config.
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set optim.lr=0.002` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue the run in this directory from its newest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
+    resume: Option<PathBuf>,
+    /// Where the run writes config, checkpoints, TensorBoard and results
+    /// (default `runs/<name>`).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// The backend; overrides the config's `device`.
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
+    /// Also write the results table here (e.g. experiments/results).
+    #[arg(long)]
+    results_dir: Option<PathBuf>,
+    /// Stop after this many epochs in total, keeping the checkpoint (as if
+    /// the run were killed); resume with --resume.
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let (out, run_dir) = commands::train(&TrainRequest {
+        config: a.config,
+        set: a.set,
+        resume: a.resume,
+        run_dir: a.run_dir,
+        device: a.device,
+        results_dir: a.results_dir,
+        stop_after: a.stop_after,
+    })?;
+    match &out.table {
+        Some(t) => {
+            println!("{}", t.markdown());
+            println!("run directory: {}", run_dir.display());
+        }
+        None => println!(
+            "stopped after epoch {} as asked; continue with `recforge train --resume {}`",
+            out.epochs,
+            run_dir.display()
+        ),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The run directory (runs/NAME).
+    run_dir: PathBuf,
+    /// The bundle directory to write (e.g. models/NAME); replaced atomically.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    let e = recforge::export::export(&a.run_dir, &a.out)?;
+    println!(
+        "exported {:?} model: {} tensors, {} bytes of weights (sha256 {}) to {}",
+        e.kind,
+        e.tensors,
+        e.bytes,
+        e.sha256,
+        e.dir.display()
+    );
+    Ok(())
+}

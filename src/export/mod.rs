@@ -1,0 +1,142 @@
+//! `recforge export RUN_DIR --out models/NAME`: a run's selected model as a
+//! bundle the burn-free inference crate serves (format: `models/README.md`).
+//!
+//! The weights are burn's own safetensors export of the model's parameters;
+//! the manifest carries what is not a parameter: hyperparameters, the item
+//! catalogue and feature codes, how customer attributes become codes, the
+//! cold-start list, the training config and validation metrics. All of it
+//! comes from the run directory (the parts recorded when the run started,
+//! the selected checkpoint): the data is not read again. The bundle is
+//! written to a temporary directory and renamed into place.
+
+pub mod serve;
+pub mod serving_data;
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::Device;
+use recforge_infer::bundle::{self, FORMAT, FORMAT_VERSION, Manifest, ModelKind, TensorInfo};
+use serde::Serialize;
+
+use crate::config::experiment::Experiment;
+use crate::error::{Error, Result};
+use crate::train::checkpoint;
+use crate::train::parts::{self, BundleParts, ModelShape};
+use crate::util::fsutil::AtomicDir;
+
+/// What was exported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exported {
+    pub dir: std::path::PathBuf,
+    pub kind: ModelKind,
+    pub tensors: usize,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+pub fn export(run_dir: &Path, out: &Path) -> Result<Exported> {
+    let config = run_dir.join("config.toml");
+    let exp = Experiment::load(&config, &[])?;
+    let best = run_dir.join("best");
+    if !best.join(checkpoint::MODEL).exists() {
+        return Err(Error::Runtime(format!(
+            "{}: no selected model (best/) to export; has the run finished an epoch?",
+            run_dir.display()
+        )));
+    }
+    let state = checkpoint::read_state(&best)?;
+    let validation = state
+        .best_epoch
+        .and_then(|e| state.history.iter().find(|h| h.epoch == e))
+        .and_then(|h| h.valid.as_ref())
+        .map(|v| serde_json::to_value(v).expect("metrics serialise"))
+        .unwrap_or(serde_json::Value::Null);
+    let parts = read_parts(run_dir)?;
+    let dev = Device::flex();
+    match parts.model.clone() {
+        ModelShape::SasRec(c) => {
+            let model = checkpoint::load_model(&best, c.init(&parts.item_features(), &dev))?;
+            write_bundle(&model, &exp, parts, validation, out)
+        }
+        ModelShape::TwoTower(c) => {
+            let model = checkpoint::load_model(&best, c.init(&dev))?;
+            write_bundle(&model, &exp, parts, validation, out)
+        }
+    }
+}
+
+/// The bundle parts the run recorded when it started.
+fn read_parts(run_dir: &Path) -> Result<BundleParts> {
+    let path = run_dir.join(parts::FILE);
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::invalid(
+            &path,
+            "missing: the run predates recorded bundle parts; train it again to export it",
+        ),
+        _ => Error::io(&path, e),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&path, e.to_string()))
+}
+
+/// Writes `model` and its manifest as the bundle `out` (atomically).
+pub fn write_bundle<M: Module>(
+    model: &M,
+    exp: &Experiment,
+    parts: BundleParts,
+    validation: serde_json::Value,
+    out: &Path,
+) -> Result<Exported> {
+    let tmp = AtomicDir::create(out)?;
+    let wpath = tmp.path().join(bundle::WEIGHTS);
+    let mut store = SafetensorsStore::from_file(wpath.clone()).overwrite(true);
+    model
+        .valid()
+        .save_into(&mut store)
+        .map_err(|e| Error::invalid(&wpath, format!("could not write the weights: {e}")))?;
+    let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    let sha256 = bundle::sha256_hex(&bytes);
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::invalid(&wpath, format!("burn wrote an unreadable file: {e}")))?;
+    let mut tensors: Vec<TensorInfo> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| TensorInfo {
+            name,
+            shape: view.shape().to_vec(),
+            dtype: format!("{:?}", view.dtype()),
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        kind: parts.kind,
+        name: exp.name.clone(),
+        weights: bundle::WEIGHTS.into(),
+        sha256: sha256.clone(),
+        tensors: tensors.clone(),
+        linear_layout: "weight [d_in, d_out], y = x W + b".into(),
+        padding_id: 0,
+        sasrec: parts.sasrec,
+        two_tower: parts.two_tower,
+        items: parts.items,
+        user_features: parts.users,
+        cold_start: parts.cold_start,
+        data_end_day: parts.data_end_day,
+        training_config: exp.to_toml(),
+        validation,
+    };
+    let mpath = tmp.path().join(bundle::MANIFEST);
+    let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+    std::fs::write(&mpath, json).map_err(|e| Error::io(&mpath, e))?;
+    tmp.commit()?;
+    Ok(Exported {
+        dir: out.to_path_buf(),
+        kind: manifest.kind,
+        tensors: tensors.len(),
+        bytes: bytes.len() as u64,
+        sha256,
+    })
+}

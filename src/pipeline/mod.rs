@@ -1,0 +1,428 @@
+//! `recforge run PIPELINE.toml`: the whole job from one config. Data
+//! (generated or raw) → cache → baselines → two-tower training and export
+//! → ranker training and export → candidates ranked on the test week
+//! (beside every baseline, with an A/B against the best one) → submission.
+//!
+//! Every step records a content hash of its inputs (its own settings and
+//! the hashes of the steps it reads) in `RUN/steps/NAME.json`. A step whose
+//! hash is unchanged is reused, not rerun: changing the ranker's settings
+//! retrains the ranker and what follows it, never the retrieval model.
+
+pub mod commands;
+mod report;
+mod steps;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::experiment::{Experiment, ModelKind};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::rank::blend::{BlendConfig, Blender};
+use crate::rank::candidates::{CandidateConfig, RecallReport};
+use crate::rank::{Objective, Ranker};
+pub use steps::StepReport;
+use steps::{Steps, hash, hash_dir};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Names the run directory (`runs/NAME`) and the models' runs; two
+    /// configs with the same name share (and reuse) their steps.
+    pub name: String,
+    /// Report directory name under `experiments/results/` (default: name).
+    pub report: Option<String>,
+    pub data: PipelineData,
+    pub retrieval: Stage,
+    pub ranker: Stage,
+    pub candidates: CandidateConfig,
+    pub objective: ObjectiveConfig,
+    /// Write the submission for the week after the data.
+    pub submission: bool,
+    /// The pipeline's own random choices (the blender's negative sampling,
+    /// the A/B bootstrap); the models' seeds are in their experiments.
+    pub seed: u64,
+    /// The second ranking stage over the ranker's score and candidate features.
+    pub blend: BlendConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            name: "pipeline".into(),
+            report: None,
+            data: PipelineData::default(),
+            retrieval: Stage::default(),
+            ranker: Stage::default(),
+            candidates: CandidateConfig::default(),
+            objective: ObjectiveConfig::default(),
+            submission: true,
+            seed: 42,
+            blend: BlendConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineData {
+    /// A directory of raw H&M files.
+    pub raw: Option<PathBuf>,
+    /// Or a generator config (`datasets/*.toml`): the data is generated
+    /// into the run directory.
+    pub synth: Option<PathBuf>,
+    /// Length of the validation and test weeks.
+    pub target_days: Option<u32>,
+}
+
+/// A model stage: an experiment file and overrides of its keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stage {
+    pub experiment: PathBuf,
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectiveConfig {
+    pub kind: Objective,
+    /// Revenue: rank by score + alpha · ln(price).
+    pub alpha: f64,
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        ObjectiveConfig {
+            kind: Objective::Purchase,
+            alpha: 1.0,
+        }
+    }
+}
+
+impl PipelineConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: PipelineConfig =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        if cfg.data.raw.is_some() == cfg.data.synth.is_some() {
+            return Err(Error::Config(format!(
+                "{}: give exactly one of data.raw (raw H&M files) and data.synth (a generator config)",
+                path.display()
+            )));
+        }
+        Ok(cfg)
+    }
+
+    fn target_days(&self) -> u32 {
+        self.data.target_days.unwrap_or(7)
+    }
+}
+
+/// What the rank step keeps for the submission step and the charts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RankValue {
+    /// MAP@12 of the pipeline's ranking on the test week.
+    map: f64,
+    blender: Option<Blender>,
+    /// Recall of the candidates it ranked, by source.
+    candidates: RecallReport,
+}
+
+/// The outcome of a pipeline run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineOutcome {
+    pub run_dir: PathBuf,
+    pub steps: Vec<StepReport>,
+    pub report: PathBuf,
+    pub submission: Option<PathBuf>,
+    /// The pipeline's ranking's per-customer metrics on the test week.
+    pub per_customer: PathBuf,
+}
+
+/// A model stage's resolved experiment: its file and overrides, with the
+/// run's cache and directories.
+fn stage_experiment(
+    stage: &Stage,
+    cache: &Path,
+    name: &str,
+    kind: ModelKind,
+) -> Result<Experiment> {
+    let mut set = stage.set.clone();
+    set.push(format!("data.cache=\"{}\"", cache.display()));
+    set.push(format!("name=\"{name}\""));
+    let exp = Experiment::load(&stage.experiment, &set)?;
+    if exp.model.kind != kind {
+        return Err(Error::Config(format!(
+            "{}: expected a {kind:?} experiment, found {:?}",
+            stage.experiment.display(),
+            exp.model.kind
+        )));
+    }
+    Ok(exp)
+}
+
+/// The step of one model stage (`label` = retrieval or ranker): its
+/// resolved experiment, its bundle, and the bundle's hash.
+fn model_stage(
+    steps: &mut Steps,
+    run_dir: &Path,
+    cache: &Path,
+    data_hash: &str,
+    name: &str,
+    (label, stage, kind): (&str, &Stage, ModelKind),
+) -> Result<(Experiment, PathBuf, String)> {
+    let exp = stage_experiment(stage, cache, &format!("{name}-{label}"), kind)?;
+    let bundle = run_dir.join("models").join(label);
+    let h = steps.run(
+        label,
+        &hash(&[label, data_hash, &exp.to_toml()]),
+        &[&bundle],
+        || train_and_export(&exp, &run_dir.join(label), &bundle),
+    )?;
+    Ok((exp, bundle, h))
+}
+
+/// Trains (fresh) and exports one model stage; returns the bundle's hash.
+fn train_and_export(exp: &Experiment, run: &Path, bundle: &Path) -> Result<String> {
+    if run.exists() {
+        std::fs::remove_dir_all(run).map_err(|e| Error::io(run, e))?;
+    }
+    crate::train::train(
+        exp,
+        &crate::train::TrainOptions {
+            run_dir: run.to_path_buf(),
+            progress: true,
+            ..Default::default()
+        },
+    )?;
+    Ok(crate::export::export(run, bundle)?.sha256)
+}
+
+/// `recforge run`: every step in flow order, each reused when its inputs
+/// are unchanged; writes the results table, the stages report and the
+/// charts under `report_dir`.
+pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<PipelineOutcome> {
+    std::fs::create_dir_all(run_dir.join("steps")).map_err(|e| Error::io(run_dir, e))?;
+    let mut steps = Steps {
+        dir: run_dir.join("steps"),
+        reports: Vec::new(),
+    };
+    let cache = run_dir.join("cache");
+    let td = cfg.target_days();
+    let data_hash = data_step(&mut steps, cfg, run_dir, &cache)?;
+    let ds = crate::data::cache::read(&cache)?;
+    baselines_step(&mut steps, &ds, &data_hash, td, report_dir)?;
+    let (tt_exp, tt_bundle, tt_hash) = model_stage(
+        &mut steps,
+        run_dir,
+        &cache,
+        &data_hash,
+        &cfg.name,
+        ("retrieval", &cfg.retrieval, ModelKind::TwoTower),
+    )?;
+    let (rk_exp, rk_bundle, rk_hash) = model_stage(
+        &mut steps,
+        run_dir,
+        &cache,
+        &data_hash,
+        &cfg.name,
+        ("ranker", &cfg.ranker, ModelKind::Sasrec),
+    )?;
+
+    let serve_cfg = serde_json::to_string(&(&cfg.candidates, &cfg.objective, &cfg.blend, cfg.seed))
+        .expect("serialises");
+    let rank_hash = hash(&[
+        "rank",
+        &data_hash,
+        &tt_hash,
+        &rk_hash,
+        &serve_cfg,
+        &td.to_string(),
+    ]);
+    // Configs sharing a name share trained models, but each report has its
+    // own ranking and submission.
+    let report_name = cfg.report.clone().unwrap_or_else(|| cfg.name.clone());
+    let results = report_dir.join("results.md");
+    // The pipeline's per-customer metrics, for `recforge compare` against
+    // another run on the same data (another objective, other settings).
+    let per_customer = run_dir.join(format!("per-customer-{report_name}.json"));
+    let settings = crate::rank::RankSettings {
+        candidates: &cfg.candidates,
+        retrieval: (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path()),
+        ranker: &rk_bundle,
+        objective: cfg.objective.kind,
+        alpha: cfg.objective.alpha,
+        blend: Some((&cfg.blend, cfg.seed)),
+    };
+    let ranked = steps.run(
+        &format!("rank-{report_name}"),
+        &rank_hash,
+        &[&results, &per_customer],
+        || {
+            let tp = crate::rank::rank_test_period(&ds, td, &settings)?;
+            rank_report(&tp, cfg.seed, report_dir, &per_customer)
+        },
+    )?;
+
+    let submission = if cfg.submission {
+        let path = run_dir.join(format!("submission-{report_name}.csv"));
+        steps.run(
+            &format!("submission-{report_name}"),
+            &hash(&["submission", &rank_hash]),
+            &[&path],
+            || submission(&ds, &settings, ranked.blender.clone(), &path),
+        )?;
+        Some(path)
+    } else {
+        None
+    };
+
+    let report = report_dir.join("stages.md");
+    let stages = report::stages_markdown(&steps.reports);
+    crate::util::fsutil::write_atomic(&report, stages.as_bytes())?;
+    report::plots(
+        run_dir,
+        report_dir,
+        [("retrieval", &tt_exp), ("ranker", &rk_exp)],
+        &ranked.candidates,
+    )?;
+    Ok(PipelineOutcome {
+        run_dir: run_dir.to_path_buf(),
+        steps: steps.reports,
+        report,
+        submission,
+        per_customer,
+    })
+}
+
+/// The data step: generated (or raw) files validated into `cache`; returns
+/// the cache's content hash.
+fn data_step(
+    steps: &mut Steps,
+    cfg: &PipelineConfig,
+    run_dir: &Path,
+    cache: &Path,
+) -> Result<String> {
+    let (source_hash, raw) = match (&cfg.data.synth, &cfg.data.raw) {
+        (Some(s), _) => {
+            let text = std::fs::read_to_string(s).map_err(|e| Error::io(s, e))?;
+            // The directory's name becomes the dataset's name in reports.
+            let stem = s.file_stem().map(|n| n.to_string_lossy().into_owned());
+            let dir = run_dir.join(stem.unwrap_or_else(|| "data".into()));
+            (hash(&["synth", &text, &dir.to_string_lossy()]), dir)
+        }
+        (None, Some(r)) => (hash(&["raw", &hash_dir(r)?]), r.clone()),
+        (None, None) => return Err(Error::Config("no data.raw or data.synth".into())),
+    };
+    steps.run("data", &hash(&["data", &source_hash]), &[cache], || {
+        if let Some(s) = &cfg.data.synth {
+            let sc = crate::ingest::synth::SynthConfig::from_toml_file(s)?;
+            crate::ingest::synth::generate(&sc, &raw)?;
+        }
+        commands::prepare(&raw, cache, crate::ingest::Format::Hm)?;
+        hash_dir(cache)
+    })
+}
+
+/// The baselines' table on the test week, in the report directory.
+fn baselines_step(
+    steps: &mut Steps,
+    ds: &Dataset,
+    data_hash: &str,
+    td: u32,
+    report_dir: &Path,
+) -> Result<()> {
+    let baseline_hash = hash(&["baselines", data_hash, &td.to_string()]);
+    let baseline_file = report_dir.join(format!("baselines-{}-last-week.md", ds.meta.name));
+    steps.run("baselines", &baseline_hash, &[&baseline_file], || {
+        let out = commands::run_baselines(
+            ds,
+            &commands::BaselineOptions {
+                split: crate::data::split::SplitKind::LastWeek,
+                target_days: td,
+                ks: vec![12],
+                params: crate::eval::baselines::Params::default(),
+                results_dir: report_dir.to_path_buf(),
+                submission: None,
+            },
+        )?;
+        Ok(out.best.name().to_string())
+    })?;
+    Ok(())
+}
+
+/// The rank step's report: the test-period table with the candidate
+/// sources, the A/B of what is served against the best baseline and, with
+/// a blender, its coefficients and its A/B against the score alone; and
+/// the served ranking's per-customer metrics.
+fn rank_report(
+    tp: &crate::rank::TestPeriod,
+    seed: u64,
+    report_dir: &Path,
+    per_customer: &Path,
+) -> Result<RankValue> {
+    let (served, best) = (tp.served(), tp.best_baseline());
+    let per = &tp.per_customer;
+    let ab = crate::eval::compare::compare(&per[best], &per[served], 2000, seed)?;
+    let mut t = tp.table.clone();
+    let (sources, blender) = (&tp.candidates, &tp.blender);
+    t.notes = format!(
+        "## Candidate sources\n\n{}\n## A/B against the best baseline\n\n{}",
+        sources.markdown(),
+        ab.markdown().replacen("# ", "### ", 1)
+    );
+    // What the candidate features add over the ranker's score alone.
+    let features_ab = match blender {
+        Some(b) => {
+            let score = tp.row(crate::rank::System::Score).expect("always scored");
+            let c = crate::eval::compare::compare(&per[score], &per[served], 2000, seed)?;
+            t.notes += &format!(
+                "\n## The blender\n\n{}\n### A/B: ranker score alone (A) against the blend (B)\n\n{}",
+                b.markdown(),
+                c.markdown().replacen("# ", "#### ", 1)
+            );
+            Some(c)
+        }
+        None => None,
+    };
+    t.extra = serde_json::json!({
+        "candidates": sources,
+        "ab": ab,
+        "blender": blender,
+        "ab_features": features_ab,
+    });
+    std::fs::create_dir_all(report_dir).map_err(|e| Error::io(report_dir, e))?;
+    t.write(report_dir, "results")?;
+    per[served].write(per_customer)?;
+    Ok(RankValue {
+        map: t.rows[served].metrics[0].map,
+        blender: blender.clone(),
+        candidates: sources.clone(),
+    })
+}
+
+/// The submission for the week after the data: candidates of every
+/// customer as of the day after the last, ordered by the blender fitted on
+/// the validation week (the test week is the one the history now ends
+/// with). Returns the rows written.
+fn submission(
+    ds: &Dataset,
+    settings: &crate::rank::RankSettings,
+    blender: Option<Blender>,
+    path: &Path,
+) -> Result<usize> {
+    let all = crate::data::split::time_order(ds);
+    let end = all.last().map(|&r| ds.day(r)).unwrap_or(0);
+    let mut ranker = Ranker::new(ds, &all, end + 1, settings)?;
+    ranker.blender = blender;
+    let check = crate::submit::file::write(ds, path, 8192, |chunk| {
+        Ok(ranker
+            .rank(chunk, false)?
+            .into_iter()
+            .map(|r| r.ranked)
+            .collect())
+    })?;
+    Ok(check.rows)
+}

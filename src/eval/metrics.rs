@@ -281,6 +281,46 @@ impl Accumulator {
 mod tests {
     use super::*;
 
+    #[test]
+    fn metrics_parse_from_config_text_and_print_back_the_same() {
+        for text in ["map@12", "recall@100", "ndcg@10", "hit@5", "mrr@20"] {
+            let m: Metric = text.parse().unwrap();
+            assert_eq!(m.to_string(), text);
+        }
+        let m: Metric = "HitRate@3".parse().unwrap();
+        assert_eq!(
+            (m.measure, m.k, m.column()),
+            (Measure::HitRate, 3, "HitRate@3".into())
+        );
+        for bad in ["map", "map@", "map@x", "auc@10", "@10"] {
+            let e = bad.parse::<Metric>().unwrap_err();
+            assert!(e.contains("expected NAME@K"), "{bad}: {e}");
+        }
+        let m = Metrics {
+            k: 12,
+            users: 1,
+            map: 0.1,
+            recall: 0.2,
+            ndcg: 0.3,
+            hit_rate: 0.4,
+            mrr: 0.5,
+            coverage: 0.6,
+            revenue_per_impression: 0.7,
+        };
+        let cols = m.columns();
+        for measure in [
+            Measure::Map,
+            Measure::Recall,
+            Measure::Ndcg,
+            Measure::HitRate,
+            Measure::Mrr,
+        ] {
+            let col = Metric { measure, k: 12 }.column();
+            let want = cols.iter().find(|c| c.0 == col).unwrap().1;
+            assert_eq!(measure.of(&m), want, "{col}");
+        }
+    }
+
     fn t(items: &[u32]) -> Truth {
         Truth::new(items.iter().map(|&i| (i, 1.0)).collect())
     }

@@ -1,4 +1,6 @@
-//! Evaluation: ground truth of a split's target rows and ranking metrics.
+//! Evaluation: ground truth of a split's target rows, exact ranking metrics
+//! ([`metrics`]), the classic baselines ([`baselines`]), result tables
+//! ([`report`]), paired A/B tests ([`compare`]) and SVG charts ([`plot`]).
 
 pub mod baselines;
 pub mod compare;

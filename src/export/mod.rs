@@ -8,6 +8,10 @@
 //! comes from the run directory (the parts recorded when the run started,
 //! the selected checkpoint): the data is not read again. The bundle is
 //! written to a temporary directory and renamed into place.
+//!
+//! [`serve`] serves a bundle on a dataset through the inference crate's
+//! engine (evaluation, ranking, submissions); [`serving_data`] writes the
+//! customer and price files the HTTP server reads beside a bundle.
 
 pub mod serve;
 pub mod serving_data;

@@ -1,5 +1,7 @@
-//! Item features as the models consume them: one code per item per feature,
-//! 0 = unknown, plus an optional price bucket computed from training rows.
+//! What the models consume, computed from training rows only: item features
+//! (here: one code per item per feature, 0 = unknown, plus an optional price
+//! bucket), SASRec's training windows and batches ([`seq`]), and the
+//! two-tower model's samples and customer inputs ([`tower`]).
 
 pub mod seq;
 pub mod tower;

@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::rank::candidates::Source;
 use crate::util::rng::Rng;
 
 /// The features of one (customer, candidate) pair; a [`Row`] holds them in
@@ -80,16 +81,17 @@ impl Feature {
         }
     }
 
-    /// The source flags, in the order of
-    /// [`Source::ALL`](crate::rank::candidates::Source::ALL).
-    pub const SOURCES: [Feature; 6] = [
-        Feature::FromRepurchase,
-        Feature::FromPopular,
-        Feature::FromAgePopular,
-        Feature::FromCoPurchase,
-        Feature::FromSameProduct,
-        Feature::FromTwoTower,
-    ];
+    /// The flag that says `source` proposed the candidate.
+    pub fn flag(source: Source) -> Feature {
+        match source {
+            Source::Repurchase => Feature::FromRepurchase,
+            Source::Popular => Feature::FromPopular,
+            Source::AgePopular => Feature::FromAgePopular,
+            Source::CoPurchase => Feature::FromCoPurchase,
+            Source::SameProduct => Feature::FromSameProduct,
+            Source::TwoTower => Feature::FromTwoTower,
+        }
+    }
 
     /// Its slot in a [`Row`].
     pub const fn slot(self) -> usize {
@@ -335,6 +337,20 @@ fn solve<const P: usize>(mut a: [[f64; P]; P], mut b: [f64; P]) -> Option<[f64; 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_feature_has_its_slot_a_distinct_name_and_each_source_a_flag() {
+        for (i, f) in Feature::ALL.iter().enumerate() {
+            assert_eq!(f.slot(), i, "{f:?}");
+        }
+        let names: std::collections::HashSet<&str> =
+            Feature::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), N);
+        for source in Source::ALL {
+            let flag = Feature::flag(source);
+            assert_eq!(flag.name(), format!("source: {}", source.name()));
+        }
+    }
 
     fn synthetic(n: usize, seed: u64) -> (Vec<Row>, Vec<bool>) {
         // Bought with probability sigmoid(2·f0 - 1·f3 - 2); other features noise.

@@ -1,9 +1,10 @@
 //! Ranking candidates with an exported sequential ranker, on the test
 //! period of the last-week split: the union of the candidate sources is
-//! ordered by the ranker's score, or by the blender (`crate::rank::blend`) that
+//! ordered by the ranker's score, or by the blender ([`blend`]) that
 //! weighs that score with the candidate's sources and simple features (or,
 //! for the revenue objective, by expected value), beside the ranker alone
 //! over the whole catalogue and every baseline, all on the same customers.
+//! The sources are in [`candidates`].
 //!
 //! The ranker's scores are softmax logits over the catalogue, so
 //! exp(score) is proportional to the purchase probability, and the
@@ -183,8 +184,9 @@ impl Ranker {
                     let score: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
                     let mut r = [0.0f32; blend::N];
                     r[Feature::RankerScore.slot()] = score;
-                    for (source, flag) in Source::ALL.into_iter().zip(Feature::SOURCES) {
-                        r[flag.slot()] = f32::from(u8::from(sources.contains(source)));
+                    for source in Source::ALL {
+                        r[Feature::flag(source).slot()] =
+                            f32::from(u8::from(sources.contains(source)));
                     }
                     r[Feature::TwoTowerReciprocalRank.slot()] = tt
                         .and_then(|l| l.iter().position(|&x| x == i))

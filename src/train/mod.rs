@@ -18,6 +18,7 @@ pub mod parts;
 pub mod progress;
 pub mod sasrec;
 pub mod schedule;
+pub mod task;
 pub mod tensorboard;
 pub mod two_tower;
 
@@ -28,17 +29,18 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::config::device::{self, Chosen};
 use crate::config::experiment::{Experiment, ModelKind, OptimKind};
 use crate::error::{Error, Result};
-use crate::eval::report::{Row, Table};
+use crate::eval::report::Table;
 use crate::util::rng::Rng;
 use checkpoint::{EpochLog, TrainState};
 use evaluate::EvalResult;
 use progress::{Progress, clock};
+pub use task::{Report, Task};
 use tensorboard::EventWriter;
 
 pub use sasrec::{build_model, proposal_cdf, step_loss};
@@ -68,67 +70,10 @@ pub struct Outcome {
     pub table: Option<Table>,
 }
 
-/// One model's side of learning: its data, loss and evaluation.
-pub trait Task {
-    type Model: Module;
-    /// What one training unit is, plural ("sequences", "samples").
-    const UNIT: &'static str;
-    /// Training units per epoch; an epoch visits each once, in shuffled order.
-    fn n_units(&self) -> usize;
-    /// The model as configured, initialised from the run's seed.
-    fn build(&self, device: &Device) -> Self::Model;
-    /// The loss `[1]` of the units `batch`, on the autodiff device; every
-    /// random choice comes from `rng`.
-    fn loss(
-        &self,
-        model: &Self::Model,
-        batch: &[usize],
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Tensor<1>;
-    /// Metrics on the validation period (the model is in inference mode).
-    fn validate(&self, model: &Self::Model, device: &Device) -> EvalResult;
-    /// Metrics on the test period.
-    fn test(&self, model: &Self::Model, device: &Device) -> EvalResult;
-}
-
-/// One model's side of what a run reports: the start line, `run.json`, and
-/// the results table's rows, protocol and notes.
-pub trait Report: Task {
-    /// One line about the data and model, printed at the start.
-    fn describe(&self, model: &Self::Model) -> String;
-    /// Written to `run.json` at the start of a run.
-    fn run_info(&self) -> serde_json::Value;
-    /// The model's test rows and the baselines' on the same customers.
-    fn result_rows(&self, test: &EvalResult) -> Vec<Row>;
-    /// How the test was set up, for the results table.
-    fn protocol(&self, test: &EvalResult) -> String;
-    /// Markdown after the tables (e.g. extra metrics), and its JSON form.
-    fn result_notes(&self, _test: &EvalResult) -> (String, serde_json::Value) {
-        (String::new(), serde_json::Value::Null)
-    }
-    fn dataset_name(&self) -> &str;
-    fn has_price(&self) -> bool;
-    /// What a bundle of this model needs from the data, recorded when the
-    /// run starts so export never reads the data again.
-    fn bundle_parts(&self) -> parts::BundleParts;
-}
-
-/// The experiment's prepared data and its split, which must have a
-/// validation part (model selection reads it).
-pub(crate) fn load_split(
-    exp: &Experiment,
-) -> Result<(crate::data::Dataset, crate::data::split::Split)> {
-    let ds = crate::data::cache::read(&exp.data.cache)?;
-    let split = crate::data::split::split(&ds, exp.data.split, exp.data.target_days)?;
-    if split.valid.is_empty() {
-        return Err(Error::Data(format!(
-            "the {:?} split of `{}` has no validation rows; model selection needs them",
-            exp.data.split, ds.meta.name
-        )));
-    }
-    Ok((ds, split))
-}
+/// Distinct stream ids so that no two uses of the seed share random numbers
+/// (the initial weights' stream is `task::INIT`).
+const ORDER: u64 = 0x006f_7264_6572;
+const STEP: u64 = 0x7374_6570;
 
 /// Trains the experiment's model.
 pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
@@ -164,11 +109,6 @@ pub fn optimizer(exp: &Experiment) -> ModuleOptimizer {
             .init(),
     }
 }
-
-/// Distinct stream ids so that no two uses of the seed share random numbers.
-const ORDER: u64 = 0x006f_7264_6572;
-const STEP: u64 = 0x7374_6570;
-pub(crate) const INIT: u64 = 0x696e_6974;
 
 /// The settings every step of a run's loop reads.
 struct Loop<'a, T: Task> {

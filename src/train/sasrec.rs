@@ -18,8 +18,9 @@ use crate::model::{SasRec, SasRecConfig};
 use crate::util::rng::Rng;
 
 use super::evaluate::{self, EvalResult};
+use super::loss;
 use super::parts::{BundleParts, ModelShape, sasrec_spec};
-use super::{INIT, Report, Task, loss};
+use super::task::{INIT, Report, Task, load_split};
 
 /// Everything derived from the data that a run needs.
 pub(crate) struct Prepared {
@@ -37,7 +38,7 @@ pub(crate) struct Prepared {
 }
 
 pub(crate) fn prepare(exp: &Experiment) -> Result<Prepared> {
-    let (ds, split) = super::load_split(exp)?;
+    let (ds, split) = load_split(exp)?;
     let train = History::build(&ds, &split.train);
     let test_history = History::build(&ds, &split.history());
     let valid = Targets::from_rows(&ds, &split.valid);

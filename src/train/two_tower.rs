@@ -26,8 +26,9 @@ use crate::model::{TwoTower, TwoTowerConfig};
 use crate::util::rng::Rng;
 
 use super::evaluate::EvalResult;
+use super::loss;
 use super::parts::{BundleParts, ModelShape};
-use super::{INIT, Report, Task, loss};
+use super::task::{INIT, Report, Task, load_split};
 use crate::features::tower::{
     ItemInputs, Sample, UserBatch, UserInputs, samples, unique, user_batch,
 };
@@ -186,7 +187,7 @@ pub struct TwoTowerTask {
 
 impl TwoTowerTask {
     pub fn prepare(exp: &Experiment) -> Result<Self> {
-        let (ds, split) = super::load_split(exp)?;
+        let (ds, split) = load_split(exp)?;
         let feats = item_features(&ds, &split.train, &exp.model)?;
         let items = ItemInputs::build(
             &ds,

@@ -114,49 +114,8 @@ impl Engine {
             .map(|(i, id)| (id.clone(), i as u32))
             .collect();
         let n_bundle = m.items.ids.len();
-        // Pool ids: the bundle's item indices, then the catalogue's new articles.
-        let (pool_of, new_codes) = match &catalogue {
-            Catalogue::Trained => (Vec::new(), Vec::new()),
-            Catalogue::Articles { ids, attribute } => {
-                let mut pool_of = vec![u32::MAX; ids.len()];
-                let mut new_codes = Vec::new();
-                for (k, id) in ids.iter().enumerate().filter(|(_, id)| !id.is_empty()) {
-                    pool_of[k] = match trained.get(id) {
-                        Some(&i) => i,
-                        None => {
-                            let codes = m.items.features.iter();
-                            new_codes.push(
-                                codes
-                                    .map(|f| attribute(k, &f.name).map_or(0, |v| f.code(v)))
-                                    .collect::<Vec<u32>>(),
-                            );
-                            (n_bundle + new_codes.len() - 1) as u32
-                        }
-                    };
-                }
-                (pool_of, new_codes)
-            }
-        };
-        let (model, d, vectors) = match m.kind {
-            ModelKind::Sasrec => {
-                let s = SasRecModel::from_bundle(&bundle)?;
-                let d = s.d_model();
-                let mut v = s.item_table().to_vec();
-                for c in &new_codes {
-                    v.extend(s.item_from_features(c)?);
-                }
-                (Model::SasRec(Box::new(s)), d, v)
-            }
-            ModelKind::TwoTower => {
-                let t = TwoTowerModel::from_bundle(&bundle)?;
-                let d = t.d_model();
-                let (mut codes, mut ids) = t.catalogue_inputs(m);
-                ids.extend(std::iter::repeat_n(None, new_codes.len()));
-                codes.extend(new_codes);
-                let v = t.item_vectors(&codes, &ids)?;
-                (Model::TwoTower(Box::new(t)), d, v)
-            }
-        };
+        let (pool_of, new_codes) = pool_ids_of(m, &trained, &catalogue);
+        let (model, d, vectors) = model_and_vectors(&bundle, new_codes)?;
         // The pool: served articles in pool id order (row 0 is padding).
         let (pool_ids, articles): (Vec<u32>, Vec<String>) = match &catalogue {
             Catalogue::Trained => (1..n_bundle as u32)
@@ -324,4 +283,64 @@ impl Engine {
     pub fn cold_start(&self) -> &[String] {
         &self.bundle.manifest.cold_start
     }
+}
+
+/// The pool id of each catalogue entry (the bundle's item index, or the ids
+/// after the bundle's for articles it lacks, in list order) and the feature
+/// codes of those new articles.
+fn pool_ids_of(
+    m: &crate::Manifest,
+    trained: &HashMap<String, u32>,
+    catalogue: &Catalogue,
+) -> (Vec<u32>, Vec<Vec<u32>>) {
+    let Catalogue::Articles { ids, attribute } = catalogue else {
+        return (Vec::new(), Vec::new());
+    };
+    let n_bundle = m.items.ids.len();
+    let mut pool_of = vec![u32::MAX; ids.len()];
+    let mut new_codes = Vec::new();
+    for (k, id) in ids.iter().enumerate().filter(|(_, id)| !id.is_empty()) {
+        pool_of[k] = match trained.get(id) {
+            Some(&i) => i,
+            None => {
+                let codes = m.items.features.iter();
+                new_codes.push(
+                    codes
+                        .map(|f| attribute(k, &f.name).map_or(0, |v| f.code(v)))
+                        .collect::<Vec<u32>>(),
+                );
+                (n_bundle + new_codes.len() - 1) as u32
+            }
+        };
+    }
+    (pool_of, new_codes)
+}
+
+/// The bundle's network, its width, and the vector of every pool id: the
+/// bundle's items (row 0 padding), then the new articles embedded from
+/// `new_codes`.
+fn model_and_vectors(
+    bundle: &Bundle,
+    new_codes: Vec<Vec<u32>>,
+) -> Result<(Model, usize, Vec<f32>)> {
+    Ok(match bundle.manifest.kind {
+        ModelKind::Sasrec => {
+            let s = SasRecModel::from_bundle(bundle)?;
+            let d = s.d_model();
+            let mut v = s.item_table().to_vec();
+            for c in &new_codes {
+                v.extend(s.item_from_features(c)?);
+            }
+            (Model::SasRec(Box::new(s)), d, v)
+        }
+        ModelKind::TwoTower => {
+            let t = TwoTowerModel::from_bundle(bundle)?;
+            let d = t.d_model();
+            let (mut codes, mut ids) = t.catalogue_inputs(&bundle.manifest);
+            ids.extend(std::iter::repeat_n(None, new_codes.len()));
+            codes.extend(new_codes);
+            let v = t.item_vectors(&codes, &ids)?;
+            (Model::TwoTower(Box::new(t)), d, v)
+        }
+    })
 }

@@ -20,7 +20,8 @@
 //! Modules are listed in the order data flows; each imports only modules
 //! above it.
 //! - [`util`]: atomic files, seeded random streams, calendar days, resources.
-//! - [`data`]: the in-memory dataset every stage reads, time splits, the cache.
+//! - [`data`]: the in-memory dataset every stage reads, the one
+//!   per-customer purchase history, time splits, the cache.
 //! - [`ingest`]: raw files (H&M CSVs, RecBole atomic files) into a dataset,
 //!   and the synthetic H&M generator.
 //! - [`eval`]: exact metrics, the classic baselines, result tables, paired
@@ -29,7 +30,7 @@
 //! - [`config`]: experiment files (naming a split, a metric, a device) and
 //!   the device a run uses.
 //! - [`features`]: what models consume: item feature codes, SASRec windows,
-//!   two-tower samples and customer timelines.
+//!   two-tower samples and customer inputs.
 //! - [`model`]: the burn models, SASRec and the two-tower model.
 //! - [`train`]: the shared training loop (epochs, validation, checkpoints,
 //!   TensorBoard, resume) and each model's task.

@@ -251,6 +251,20 @@ fn serving_engine_parity(bundle: &Path, data: &Path, server: &Server, ds: &Datas
             ),
         }
     }
+    // The trainer's engine (the dataset's articles) and the server's (the
+    // bundle's own) give every article both hold the same pool id and vector.
+    let (mine, theirs) = (server.engine.pool.snapshot(), engine.pool.snapshot());
+    let mut shared = 0;
+    for (di, &p) in server.item_of.iter().enumerate().skip(1) {
+        let Some(q) = theirs.id_of(&ds.items.ids[di]) else {
+            continue;
+        };
+        assert_eq!(q, p, "pool id of {}", ds.items.ids[di]);
+        let (a, b) = (mine.vector_of(p).unwrap(), theirs.vector_of(q).unwrap());
+        assert!(worst(a, b) <= 1e-6, "vector of {}", ds.items.ids[di]);
+        shared += 1;
+    }
+    assert!(shared > 0);
     eprintln!("HTTP engine parity: {checked} customers, worst {worst_diff:.2e}");
     assert!(checked >= 20, "only {checked} customers with history");
     assert!(
@@ -276,7 +290,7 @@ fn tower_parity(exp: &Experiment, run: &Path, bundle: &Path) {
         .unwrap();
     let n = ds.items.len();
     let served: Vec<f32> = (1..n as u32)
-        .flat_map(|p| server.item_vector(p).to_vec())
+        .flat_map(|p| server.item_vector(p).unwrap().to_vec())
         .collect();
     let item_diff = worst(&items[d..], &served);
     assert!(item_diff <= 1e-4, "item vectors differ by {item_diff}");
@@ -517,7 +531,7 @@ fn new_articles_are_served_sold_out_ones_never_and_submit_writes_a_checked_file(
     let server = Server::new(&bundle, &ds).unwrap();
     assert_eq!(server.new_articles, 1);
     let new_pool_id = server.item_of[ds.items.len() - 1];
-    let v = server.item_vector(new_pool_id).to_vec();
+    let v = server.item_vector(new_pool_id).unwrap().to_vec();
     let top: Vec<u32> = server
         .engine
         .pool
@@ -596,4 +610,35 @@ fn new_articles_are_served_sold_out_ones_never_and_submit_writes_a_checked_file(
     ]);
     assert!(!ok && stderr.contains("manifest.json"), "{stderr}");
     assert!(!missing.exists());
+}
+
+#[test]
+fn export_reads_only_the_run_directory_and_writes_the_same_bytes_each_time() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = data(dir.path());
+    for (name, exp) in [
+        ("sasrec", sasrec(&cache, false)),
+        ("tower", two_tower(&cache)),
+    ] {
+        let run = dir.path().join(format!("run-{name}"));
+        trained_run(&exp, &run);
+        let first = dir.path().join(format!("first-{name}"));
+        recforge::export::export(&run, &first).unwrap();
+        // Without the data it was trained on, the same bundle, byte for byte.
+        let moved = dir.path().join("cache-moved");
+        std::fs::rename(&cache, &moved).unwrap();
+        let second = dir.path().join(format!("second-{name}"));
+        let e = recforge::export::export(&run, &second);
+        std::fs::rename(&moved, &cache).unwrap();
+        e.unwrap();
+        for file in ["manifest.json", "model.safetensors"] {
+            let (a, b) = (first.join(file), second.join(file));
+            assert_eq!(
+                std::fs::read(&a).unwrap(),
+                std::fs::read(&b).unwrap(),
+                "{name}: {file}"
+            );
+        }
+    }
 }

@@ -16,6 +16,7 @@
 pub mod serve;
 pub mod serving_data;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Module;
@@ -84,6 +85,36 @@ fn read_parts(run_dir: &Path) -> Result<BundleParts> {
     serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&path, e.to_string()))
 }
 
+/// The safetensors file `bytes` with its JSON header's keys sorted.
+///
+/// burn fills the header's `__metadata__` from a hash map, so the same
+/// weights exported twice gave files (and manifest sha256s, and served
+/// `model_version`s) that differed in key order alone. The header keeps its
+/// length (padded with spaces, which the format allows), so the tensor
+/// offsets and data are untouched. None if the header does not parse.
+fn canonical_header(bytes: &[u8]) -> Option<Vec<u8>> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    let mut fields: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    for value in fields.values_mut() {
+        if let serde_json::Value::Object(map) = value {
+            let sorted: BTreeMap<String, serde_json::Value> =
+                std::mem::take(map).into_iter().collect();
+            *map = sorted.into_iter().collect();
+        }
+    }
+    let mut text = serde_json::to_vec(&fields).ok()?;
+    if text.len() > n {
+        return None;
+    }
+    text.resize(n, b' ');
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..8]);
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Some(out)
+}
+
 /// Writes `model` and its manifest as the bundle `out` (atomically).
 pub fn write_bundle<M: Module>(
     model: &M,
@@ -99,7 +130,14 @@ pub fn write_bundle<M: Module>(
         .valid()
         .save_into(&mut store)
         .map_err(|e| Error::invalid(&wpath, format!("could not write the weights: {e}")))?;
-    let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    let written = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    let bytes = canonical_header(&written).ok_or_else(|| {
+        Error::invalid(
+            &wpath,
+            "burn wrote a safetensors header that does not parse",
+        )
+    })?;
+    std::fs::write(&wpath, &bytes).map_err(|e| Error::io(&wpath, e))?;
     let sha256 = bundle::sha256_hex(&bytes);
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::invalid(&wpath, format!("burn wrote an unreadable file: {e}")))?;
@@ -143,4 +181,38 @@ pub fn write_bundle<M: Module>(
         bytes: bytes.len() as u64,
         sha256,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file with this header text and four data bytes.
+    fn file(header: &str) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(&[1, 2, 3, 4]);
+        b
+    }
+
+    #[test]
+    fn headers_differing_in_key_order_become_the_same_bytes_with_data_untouched() {
+        let t = r#""w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+        let a = file(&format!(
+            r#"{{"__metadata__":{{"format":"pt","version":"1"}},{t}}}"#
+        ));
+        let b = file(&format!(
+            r#"{{{t},"__metadata__":{{"version":"1","format":"pt"}}}}"#
+        ));
+        let (ca, cb) = (canonical_header(&a).unwrap(), canonical_header(&b).unwrap());
+        assert_eq!(ca, cb);
+        assert_eq!(ca.len(), a.len(), "the header keeps its length");
+        assert_eq!(&ca[ca.len() - 4..], &[1, 2, 3, 4]);
+        let st = safetensors::SafeTensors::deserialize(&ca).unwrap();
+        assert_eq!(st.tensor("w").unwrap().data(), &[1, 2, 3, 4]);
+        assert!(
+            canonical_header(&a[..20]).is_none(),
+            "a cut file is refused"
+        );
+    }
 }

@@ -1,9 +1,10 @@
 //! Serving a bundle against a dataset: the glue between recforge's data
-//! (customers, purchase logs, article attributes) and the burn-free
-//! inference crate. It maps the data's articles to the bundle's item
-//! indices, embeds articles the model never saw from their attributes,
-//! builds the live item pool, and turns a customer's history and
-//! attributes into the query vector the pool is searched with.
+//! (customers, purchase logs, article attributes) and the inference
+//! crate's [`Engine`], which holds the model and the live item pool and
+//! computes queries. This module only translates: the dataset's articles
+//! and their attribute values into the engine's catalogue (it embeds the
+//! ones the bundle never saw), dataset item ids into pool ids and back, and
+//! a customer's purchases and attribute codes into the engine's inputs.
 
 use std::path::Path;
 
@@ -69,8 +70,9 @@ impl Server {
         })
     }
 
-    /// The vector of pool id `p` (item representation or item-tower vector).
-    pub fn item_vector(&self, p: u32) -> &[f32] {
+    /// The vector of pool id `p` (item representation or item-tower
+    /// vector); None for an id it did not assign.
+    pub fn item_vector(&self, p: u32) -> Option<&[f32]> {
         self.engine.item_vector(p)
     }
 
@@ -102,9 +104,9 @@ impl Server {
         }
     }
 
-    /// [`query`](Self::query) for many customers, on all cores, 64
-    /// customers per engine call (a sequential ranker encodes them in one
-    /// stacked pass).
+    /// [`query`](Self::query) for many customers, on all cores: a
+    /// sequential ranker encodes 64 customers per engine call (one stacked
+    /// pass), the two-tower model one customer per task.
     pub fn queries(
         &self,
         ds: &Dataset,
@@ -112,8 +114,12 @@ impl Server {
         users: &[u32],
         day: i64,
     ) -> Result<Vec<Option<Vec<f32>>>> {
+        let per_call = match self.engine.model {
+            Model::SasRec(_) => 64,
+            Model::TwoTower(_) => 1,
+        };
         let chunks: Vec<Vec<Option<Vec<f32>>>> = users
-            .par_chunks(64)
+            .par_chunks(per_call)
             .map(|chunk| {
                 let inputs: Vec<Inputs> = chunk
                     .iter()

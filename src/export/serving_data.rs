@@ -20,7 +20,7 @@ pub struct Written {
 }
 
 /// Writes `customers.jsonl` and `prices.csv` for the data in `data` (raw
-/// files or a prepared cache) into `out`. History keep each customer's
+/// files or a prepared cache) into `out`. Histories keep each customer's
 /// last `history_len` purchases, dated in days before the day after the
 /// data ends (the day a freshly trained model is served). Prices are the
 /// mean paid over each article's last 28 days of sales.

@@ -1,5 +1,5 @@
 //! What the two-tower model reads: item feature codes and hashed ids,
-//! customer attribute codes, purchase timelines, and training samples of
+//! customer attribute codes, and training samples of
 //! (customer state before a purchase, purchased article).
 //!
 //! Feature codes of all features of one tower share a single embedding

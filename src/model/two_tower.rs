@@ -18,7 +18,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::experiment::HistoryPool;
+use recforge_infer::bundle::HistoryPool;
 
 /// Everything needed to rebuild the network's shapes (saved with runs and
 /// export manifests).

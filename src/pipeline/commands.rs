@@ -35,7 +35,13 @@ pub struct BaselineOutcome {
     pub table: Table,
     pub files: (PathBuf, PathBuf),
     pub best: Kind,
-    pub submission: Option<PathBuf>,
+    pub submission: Option<SubmissionFile>,
+}
+
+/// A submission written and checked.
+pub struct SubmissionFile {
+    pub path: PathBuf,
+    pub check: submission::CheckReport,
 }
 
 /// `baseline`: fits every baseline on the history before the target period,
@@ -92,8 +98,11 @@ pub fn run_baselines(ds: &Dataset, opt: &BaselineOptions) -> Result<BaselineOutc
 
     let submission = match (&opt.submission, ds.meta.source) {
         (Some(path), Source::Hm) => {
-            baseline_submission(ds, &opt.params, best, path)?;
-            Some(path.clone())
+            let check = baseline_submission(ds, &opt.params, best, path)?;
+            Some(SubmissionFile {
+                path: path.clone(),
+                check,
+            })
         }
         _ => None,
     };
@@ -144,7 +153,7 @@ fn baseline_submission(
     params: &baselines::Params,
     best: Kind,
     path: &Path,
-) -> Result<()> {
+) -> Result<submission::CheckReport> {
     let all = crate::data::split::time_order(ds);
     let full = Fitted::fit(ds, &all, params.clone());
     submission::write(ds, path, 8192, |chunk| {
@@ -156,8 +165,7 @@ fn baseline_submission(
                 out
             })
             .collect())
-    })?;
-    Ok(())
+    })
 }
 
 /// `quickstart`'s settings: the generated log's size and seed, and where it
@@ -198,10 +206,14 @@ pub fn quickstart(opt: &QuickstartOptions) -> Result<QuickstartOutcome> {
             ks: vec![12],
             params: baselines::Params::default(),
             results_dir: opt.dir.join("results"),
-            submission: Some(sub.clone()),
+            submission: Some(sub),
         },
     )?;
-    let check = submission::check(&dataset, &sub)?;
+    let check = baselines
+        .submission
+        .as_ref()
+        .map(|s| s.check.clone())
+        .ok_or_else(|| Error::Data("the generated data is not in the H&M format".into()))?;
     Ok(QuickstartOutcome {
         synth,
         synth_secs,

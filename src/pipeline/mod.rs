@@ -203,6 +203,8 @@ fn train_and_export(exp: &Experiment, run: &Path, bundle: &Path) -> Result<Strin
 /// `recforge run`: every step in flow order, each reused when its inputs
 /// are unchanged; writes the results table, the stages report and the
 /// charts under `report_dir`.
+// The wiring of the steps in flow order, each a call; their work is in
+// the functions below and in the stages they call.
 pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<PipelineOutcome> {
     std::fs::create_dir_all(run_dir.join("steps")).map_err(|e| Error::io(run_dir, e))?;
     let mut steps = Steps {

@@ -124,8 +124,6 @@ pub type List = Vec<(u32, Sources)>;
 pub struct Generator {
     cfg: CandidateConfig,
     fitted: Fitted,
-    /// Per customer: distinct items, most recent first.
-    recent: Vec<Vec<u32>>,
     /// Per item: co-bought items, most often first.
     neighbours: Vec<Vec<u32>>,
     /// Per product code: its items by popularity.
@@ -138,14 +136,6 @@ impl Generator {
     pub fn fit(ds: &Dataset, rows: &[usize], cfg: &CandidateConfig) -> Self {
         let fitted = Fitted::fit(ds, rows, baselines::Params::default());
         let end = rows.iter().map(|&r| ds.day(r)).max().unwrap_or(0);
-        let mut recent: Vec<Vec<u32>> = vec![Vec::new(); ds.users.len()];
-        for &r in rows.iter().rev() {
-            let list = &mut recent[ds.inter.user[r] as usize];
-            let i = ds.inter.item[r];
-            if list.len() < cfg.seeds.max(1) && !list.contains(&i) {
-                list.push(i);
-            }
-        }
         // Baskets of the recent window: (user, day) → items.
         let mut baskets: FxHashMap<(u32, i64), Vec<u32>> = FxHashMap::default();
         for &r in rows {
@@ -209,11 +199,26 @@ impl Generator {
         Generator {
             cfg: cfg.clone(),
             fitted,
-            recent,
             neighbours,
             by_product,
             product_of,
         }
+    }
+
+    /// The customer's most recent distinct articles (at most
+    /// `cfg.seeds`, most recent first): what co-purchase and same-product
+    /// start from.
+    fn seeds(&self, user: u32) -> Vec<u32> {
+        let mut seeds = Vec::new();
+        for &i in self.fitted.history(user).0.iter().rev() {
+            if seeds.len() >= self.cfg.seeds.max(1) {
+                break;
+            }
+            if !seeds.contains(&i) {
+                seeds.push(i);
+            }
+        }
+        seeds
     }
 
     /// The union of every enabled source for `user`; `two_tower` is the
@@ -251,10 +256,7 @@ impl Generator {
                 .recommend(Kind::AgeBucketPopular, user, c.age_popular, &mut buf);
             add(&mut buf.iter().copied(), Source::AgePopular, c.age_popular);
         }
-        let seeds = self
-            .recent
-            .get(user as usize)
-            .map_or(&[][..], Vec::as_slice);
+        let seeds = self.seeds(user);
         if c.copurchase > 0 {
             // Round-robin over the seeds, so the most recent one cannot take
             // every slot.

@@ -82,7 +82,6 @@ pub struct Ranker {
 
 impl Ranker {
     /// Serves as of `day`; `history` (time order) are the rows before it.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(ds: &Dataset, history: &[usize], day: i64, set: &RankSettings) -> Result<Self> {
         let (cfg, retrieval, ranker) = (set.candidates, set.retrieval, set.ranker);
         let (objective, alpha) = (set.objective, set.alpha);
@@ -178,21 +177,18 @@ impl Ranker {
         let mut out: Vec<(u32, Row)> = cands
             .iter()
             .filter_map(|&(i, sources)| {
-                let p = self.server.item_of[i as usize];
-                (p != u32::MAX).then(|| {
-                    let v = self.server.item_vector(p);
-                    let score: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
-                    let mut r = [0.0f32; blend::N];
-                    r[Feature::RankerScore.slot()] = score;
-                    for source in Source::ALL {
-                        r[Feature::flag(source).slot()] =
-                            f32::from(u8::from(sources.contains(source)));
-                    }
-                    r[Feature::TwoTowerReciprocalRank.slot()] = tt
-                        .and_then(|l| l.iter().position(|&x| x == i))
-                        .map_or(0.0, |pos| 1.0 / (pos + 1) as f32);
-                    (i, r)
-                })
+                // Articles the server does not hold cannot be served.
+                let v = self.server.item_vector(self.server.item_of[i as usize])?;
+                let score: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+                let mut r = [0.0f32; blend::N];
+                r[Feature::RankerScore.slot()] = score;
+                for source in Source::ALL {
+                    r[Feature::flag(source).slot()] = f32::from(u8::from(sources.contains(source)));
+                }
+                r[Feature::TwoTowerReciprocalRank.slot()] = tt
+                    .and_then(|l| l.iter().position(|&x| x == i))
+                    .map_or(0.0, |pos| 1.0 / (pos + 1) as f32);
+                Some((i, r))
             })
             .collect();
         // The softmax restricted to the candidates: exp(score) is
@@ -245,6 +241,8 @@ impl Ranker {
     /// submission needs neither, so neither is computed for it (they stay
     /// empty). Queries are encoded as a stack and searches batched over
     /// the chunk.
+    // One pass per chunk of customers: encode, retrieve, build candidate
+    // rows and order them; splitting it would pass the chunk's buffers around.
     pub fn rank(&self, users: &[u32], compare: bool) -> Result<Vec<Ranked>> {
         let Encoded { tt, queries } = self.encode(users)?;
         let fulls: Option<Vec<Option<Vec<u32>>>> = if compare {
@@ -484,6 +482,8 @@ fn validation_blender(
 /// The test-period comparison table, each row's per-customer metrics, and
 /// the candidate sources' recall. With a blender configured, it is fitted
 /// on the validation week (history before it) and orders the test week.
+// Mostly the list of rows the report compares (blend, score, whole
+// catalogue, each baseline), each one `add` call.
 pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> Result<TestPeriod> {
     let split =
         crate::data::split::split(ds, crate::data::split::SplitKind::LastWeek, target_days)?;

@@ -32,16 +32,13 @@ impl EvalResult {
         self.extra.iter().find(|(c, _)| c == column).map(|c| c.1)
     }
 
-    /// The value of `metric`, from the metrics at its k or else (unmasked
-    /// only) from the further metrics by column name.
+    /// The value of `metric`, from the metrics at its k (config
+    /// validation makes sure every selection metric's k is evaluated).
     pub fn get(&self, masked: bool, metric: Metric) -> Option<f64> {
         let ms = if masked { &self.masked } else { &self.plain };
-        if let Some(m) = ms.iter().find(|m| m.k == metric.k) {
-            return Some(metric.measure.of(m));
-        }
-        let col = metric.column();
-        let extra = if masked { None } else { Some(&self.extra) };
-        extra?.iter().find(|(c, _)| *c == col).map(|c| c.1)
+        ms.iter()
+            .find(|m| m.k == metric.k)
+            .map(|m| metric.measure.of(m))
     }
 }
 

@@ -132,6 +132,8 @@ struct EpochSteps {
     train_s: f64,
 }
 
+// The loop itself, read top to bottom: start, then per epoch the named
+// steps (epoch, validate_and_select, checkpoint) and the stop rules.
 fn run<T: Report>(
     exp: &Experiment,
     opt: &TrainOptions,
@@ -263,14 +265,13 @@ impl<T: Report> Loop<'_, T> {
         let model = self.task.build(&self.ad);
         let optim = optimizer(self.exp);
         if !self.opt.resume {
-            write_run_files(
-                self.exp,
-                &self.opt.run_dir,
-                self.chosen,
-                self.task.run_info(),
-                &self.task.bundle_parts(),
-            )?;
+            write_run_files(self.exp, &self.opt.run_dir, self.chosen, self.task)?;
             return Ok((model, optim, TrainState::default()));
+        }
+        // Runs started before bundle parts were recorded get them now, so
+        // they can still be exported.
+        if !self.opt.run_dir.join(parts::FILE).exists() {
+            write_parts(&self.opt.run_dir, &self.task.bundle_parts())?;
         }
         let Some(last) = checkpoint::list(&self.ckpt_dir)?.pop() else {
             return Err(Error::Runtime(format!(
@@ -472,12 +473,11 @@ fn log_epoch<T: Task>(tb: &mut EventWriter, log: &EpochLog) -> Result<()> {
     tb.flush()
 }
 
-fn write_run_files(
+fn write_run_files<T: Report>(
     exp: &Experiment,
     dir: &Path,
     chosen: &Chosen,
-    info: serde_json::Value,
-    parts: &parts::BundleParts,
+    task: &T,
 ) -> Result<()> {
     if dir.join("checkpoints").exists() {
         return Err(Error::Runtime(format!(
@@ -487,17 +487,22 @@ fn write_run_files(
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     crate::util::fsutil::write_atomic(dir.join("config.toml"), exp.to_toml().as_bytes())?;
+    write_parts(dir, &task.bundle_parts())?;
+    let mut info = task.run_info();
+    info["device"] = serde_json::Value::String(chosen.description.clone());
+    crate::util::fsutil::write_atomic(
+        dir.join("run.json"),
+        serde_json::to_vec_pretty(&info).expect("json").as_slice(),
+    )
+}
+
+/// The bundle parts export reads (`RUN/bundle-parts.json`).
+fn write_parts(dir: &Path, parts: &parts::BundleParts) -> Result<()> {
     crate::util::fsutil::write_atomic(
         dir.join(parts::FILE),
         serde_json::to_vec(parts)
             .expect("bundle parts serialise")
             .as_slice(),
-    )?;
-    let mut info = info;
-    info["device"] = serde_json::Value::String(chosen.description.clone());
-    crate::util::fsutil::write_atomic(
-        dir.join("run.json"),
-        serde_json::to_vec_pretty(&info).expect("json").as_slice(),
     )
 }
 

@@ -71,9 +71,7 @@ impl BundleParts {
             model: shape,
         }
     }
-}
 
-impl BundleParts {
     /// The item feature codes the network was built with (the same codes
     /// the manifest lists).
     pub fn item_features(&self) -> Vec<ItemFeature> {

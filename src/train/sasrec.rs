@@ -67,6 +67,7 @@ pub(crate) fn prepare(exp: &Experiment) -> Result<Prepared> {
         counts,
     })
 }
+
 /// The network's shapes from the experiment's model section, for a
 /// catalogue of `n_items` (with padding) and item features `feats`.
 pub fn model_config(

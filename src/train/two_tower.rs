@@ -141,6 +141,7 @@ impl Period {
             .collect()
     }
 }
+
 /// The network's shapes from the experiment's model and tower sections,
 /// with the (name, vocabulary) lists of the item and customer features.
 pub fn model_config(

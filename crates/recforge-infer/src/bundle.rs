@@ -221,6 +221,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Bundle {
+    // A list of independent checks of the bundle against its manifest,
+    // each with its own message naming what is wrong.
     pub fn load(dir: &Path) -> Result<Self> {
         let bad = |msg: String| Error::Bundle {
             dir: dir.to_path_buf(),
@@ -231,14 +233,23 @@ impl Bundle {
             path: mpath.clone(),
             source: e,
         })?;
-        let manifest: Manifest = serde_json::from_str(&text)
+        // The version first: a newer format may hold values (a new
+        // activation, say) this reader's types cannot name.
+        #[derive(Deserialize)]
+        struct Version {
+            format: String,
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_str(&text)
             .map_err(|e| bad(format!("{MANIFEST} is not a valid manifest: {e}")))?;
-        if manifest.format != FORMAT || manifest.format_version != FORMAT_VERSION {
+        if v.format != FORMAT || v.format_version != FORMAT_VERSION {
             return Err(bad(format!(
                 "{MANIFEST} is format `{}` version {}; this reader reads `{FORMAT}` version {FORMAT_VERSION}",
-                manifest.format, manifest.format_version
+                v.format, v.format_version
             )));
         }
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("{MANIFEST} is not a valid manifest: {e}")))?;
         let wpath = dir.join(&manifest.weights);
         let bytes = std::fs::read(&wpath).map_err(|e| Error::Io {
             path: wpath.clone(),

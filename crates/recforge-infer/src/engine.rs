@@ -2,8 +2,8 @@
 //! article ids and raw attribute values to the model's codes, and the query
 //! vector a customer's history and attributes make.
 //!
-//! Every serving path goes through it: the trainer's evaluation, ranking
-//! and submissions (through `recforge::export::serve`, which maps a
+//! Every serving path goes through it: the trainer's ranking of candidates
+//! and its submissions (through `recforge::export::serve`, which maps a
 //! dataset's ids onto pool ids) and the HTTP server (`recforge-serve`, which
 //! receives article ids and attribute strings). So a customer with the same
 //! history gets the same query vector on every path.
@@ -14,7 +14,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{HistoryPool, ModelKind, UserFeatureSpec};
-use crate::{Bundle, ItemPool, Result, SasRecModel, TwoTowerModel};
+use crate::pool::PoolSnapshot;
+use crate::{Bundle, Error, ItemPool, Result, SasRecModel, TwoTowerModel};
 
 /// The network a bundle holds.
 pub enum Model {
@@ -87,8 +88,11 @@ pub struct Engine {
     pub bundle: Bundle,
     pub model: Model,
     pub pool: ItemPool,
-    /// The vector of every pool id assigned at load (row 0 is padding):
-    /// SASRec's item representations, or the item tower's vectors.
+    /// For an engine on a [`Catalogue::Articles`], the vector of every pool
+    /// id assigned at load (row 0 is padding): SASRec's item
+    /// representations, or the item tower's vectors. Empty for an engine of
+    /// the bundle's own items (the HTTP server), whose vectors live in the
+    /// pool alone.
     vectors: Vec<f32>,
     /// Item index of each article the bundle was trained with.
     trained: HashMap<String, u32>,
@@ -141,6 +145,10 @@ impl Engine {
             })
             .collect();
         let pool = ItemPool::new(d, pool_ids, articles, pool_vecs)?;
+        let vectors = match catalogue {
+            Catalogue::Trained => Vec::new(),
+            Catalogue::Articles { .. } => vectors,
+        };
         let version = format!("{}@{}", m.name, &m.sha256[..m.sha256.len().min(12)]);
         let engine = Engine {
             version,
@@ -161,10 +169,11 @@ impl Engine {
     }
 
     /// The load-time vector of pool id `p` (item representation or
-    /// item-tower vector).
-    pub fn item_vector(&self, p: u32) -> &[f32] {
+    /// item-tower vector) of an engine on a catalogue; None otherwise, or
+    /// for an id it did not assign.
+    pub fn item_vector(&self, p: u32) -> Option<&[f32]> {
         let d = self.d_model();
-        &self.vectors[p as usize * d..(p as usize + 1) * d]
+        self.vectors.get(p as usize * d..(p as usize + 1) * d)
     }
 
     /// The vector of an article from raw attribute values alone (missing or
@@ -189,11 +198,22 @@ impl Engine {
     /// in the pool (a sequential ranker: nothing it was trained with), so
     /// the customer gets the cold-start list.
     pub fn query(&self, c: &Customer) -> Result<Option<Vec<f32>>> {
+        self.query_on(&self.pool.snapshot(), c)
+    }
+
+    /// [`query`](Self::query) on one view of the pool.
+    fn query_on(&self, snap: &PoolSnapshot, c: &Customer) -> Result<Option<Vec<f32>>> {
         match &self.model {
             // The ranker skips articles it has no input embedding for.
             Model::SasRec(s) => Ok(s.encode(c.history)),
             Model::TwoTower(t) => {
-                let snap = self.pool.snapshot();
+                if c.days_ago.len() != c.history.len() {
+                    return Err(Error::Shape {
+                        what: "days before the day served, one per purchase".into(),
+                        expected: c.history.len(),
+                        got: c.days_ago.len(),
+                    });
+                }
                 let known: Vec<(&[f32], f64)> = c
                     .history
                     .iter()
@@ -232,7 +252,10 @@ impl Engine {
                 let refs: Vec<&[u32]> = cs.iter().map(|c| c.history).collect();
                 Ok(s.encode_many(&refs))
             }
-            Model::TwoTower(_) => cs.iter().map(|c| self.query(c)).collect(),
+            Model::TwoTower(_) => {
+                let snap = self.pool.snapshot();
+                cs.iter().map(|c| self.query_on(&snap, c)).collect()
+            }
         }
     }
 
@@ -245,18 +268,16 @@ impl Engine {
         history: &[Purchase],
         attributes: &HashMap<String, String>,
     ) -> Result<Option<Vec<f32>>> {
+        let snap = self.pool.snapshot();
         let (ids, days_ago): (Vec<u32>, Vec<f64>) = match &self.model {
             Model::SasRec(_) => history
                 .iter()
                 .filter_map(|p| Some((*self.trained.get(&p.article)?, p.days_ago)))
                 .unzip(),
-            Model::TwoTower(_) => {
-                let snap = self.pool.snapshot();
-                history
-                    .iter()
-                    .filter_map(|p| Some((snap.id_of(&p.article)?, p.days_ago)))
-                    .unzip()
-            }
+            Model::TwoTower(_) => history
+                .iter()
+                .filter_map(|p| Some((snap.id_of(&p.article)?, p.days_ago)))
+                .unzip(),
         };
         let codes: Vec<u32> = self
             .bundle
@@ -272,11 +293,12 @@ impl Engine {
                 attributes.get(key).map_or(0, |v| f.spec.code(v))
             })
             .collect();
-        self.query(&Customer {
+        let customer = Customer {
             history: &ids,
             days_ago: &days_ago,
             codes: &codes,
-        })
+        };
+        self.query_on(&snap, &customer)
     }
 
     /// Articles for a customer the model knows nothing about.
@@ -343,4 +365,19 @@ fn model_and_vectors(
             (Model::TwoTower(Box::new(t)), d, v)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objectives_read_their_config_names_and_value_items_as_documented() {
+        let read = |s: &str| serde_json::from_str::<Objective>(&format!("\"{s}\""));
+        assert_eq!(read("purchase").unwrap(), Objective::Purchase);
+        assert_eq!(read("revenue").unwrap(), Objective::Revenue);
+        assert!(read("clicks").is_err());
+        assert_eq!(Objective::Purchase.value(1.5, 2.0, 3.0), 1.5);
+        assert!((Objective::Revenue.value(1.5, 2.0, 3.0) - 7.5).abs() < 1e-6);
+    }
 }

@@ -279,6 +279,8 @@ impl ItemIndex {
     }
 
     /// `avx2`: the caller has checked that the CPU has AVX2.
+    // The hot loop of single-customer search: the int8 pass, the bound, the
+    // exact re-scoring; kept together so the compiler sees one loop nest.
     #[inline(always)]
     fn search_one_with(
         &self,

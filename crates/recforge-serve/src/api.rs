@@ -2,14 +2,15 @@
 //! value or a client error out. No HTTP types here, so every rule can be
 //! tested without a socket (the integration tests also go through HTTP).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
+use recforge_infer::engine::{Engine, Purchase};
+use recforge_infer::{Objective, PoolSnapshot};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::tenant::Tenant;
-use recforge_infer::Objective;
-use recforge_infer::engine::{Engine, Purchase};
+use crate::tenant::{Customer, Tenant};
 
 /// A client error (4xx) or a server fault (5xx), returned as
 /// `{"error": {"code", "message"}}`.
@@ -78,47 +79,8 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
         Some(id) => t.customers.get(id),
         None => None,
     };
-    // Stored histories are borrowed, not copied, on every request.
-    let given: Vec<Purchase>;
-    let history: &[Purchase] = match (&req.history, &req.customer_id, stored) {
-        (Some(h), _, _) => {
-            given = h
-                .iter()
-                .map(|x| match x {
-                    HistoryItem::Id(a) => Purchase {
-                        article: a.clone(),
-                        days_ago: 0.0,
-                    },
-                    HistoryItem::Dated {
-                        article_id,
-                        days_ago,
-                    } => Purchase {
-                        article: article_id.clone(),
-                        days_ago: days_ago.max(0.0),
-                    },
-                })
-                .collect();
-            &given
-        }
-        (None, Some(_), Some(c)) => &c.history,
-        (None, Some(id), None) => {
-            return Err(ApiError::new(
-                404,
-                "unknown_customer",
-                format!(
-                    "customer `{id}` is not known to tenant `{}`; send `history` instead",
-                    t.name
-                ),
-            ));
-        }
-        (None, None, _) => {
-            return Err(ApiError::new(
-                422,
-                "no_customer",
-                "give `customer_id` or `history`",
-            ));
-        }
-    };
+    let history = history_of(t, &req, stored)?;
+    let history: &[Purchase] = &history;
     let none = HashMap::new();
     let attributes = match (&req.attributes, stored) {
         (Some(a), _) => a,
@@ -143,52 +105,11 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
         .query_articles(history, attributes)
         .map_err(|e| ApiError::new(500, "model", e.to_string()))?;
     let (source, items): (&str, Vec<Value>) = match query {
-        Some(q) => {
-            let revenue = t.cfg.objective == Objective::Revenue;
-            // The revenue objective re-orders a wider candidate list.
-            let want = if revenue { (4 * req.k).max(100) } else { req.k };
-            let mut list = snap
-                .recommend(&q, want, &[&exclude])
-                .map_err(|e| ApiError::new(500, "model", e.to_string()))?
-                .pop()
-                .unwrap_or_default();
-            let mut scored: Vec<(u32, f32, f32)> =
-                list.drain(..).map(|(id, s)| (id, s, s)).collect();
-            if revenue {
-                let prices = t.prices.read().unwrap_or_else(|e| e.into_inner());
-                for x in &mut scored {
-                    let p = prices.get(snap.article(x.0).unwrap_or_default());
-                    x.2 = t.cfg.objective.value(x.1, t.cfg.alpha, f64::from(p).ln());
-                }
-                scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
-            }
-            scored.truncate(req.k);
-            let items = scored
-                .iter()
-                .map(|&(id, s, v)| {
-                    let mut o =
-                        json!({"article_id": snap.article(id).unwrap_or_default(), "score": s});
-                    if revenue {
-                        o["value"] = json!(v);
-                    }
-                    o
-                })
-                .collect();
-            ("model", items)
-        }
-        None => {
-            let items = engine
-                .cold_start()
-                .iter()
-                .filter_map(|a| {
-                    let id = snap.id_of(a)?;
-                    (snap.is_available(id) && exclude.binary_search(&id).is_err())
-                        .then(|| json!({"article_id": a, "score": null}))
-                })
-                .take(req.k)
-                .collect();
-            ("cold-start", items)
-        }
+        Some(q) => ("model", model_items(t, &snap, &q, req.k, &exclude)?),
+        None => (
+            "cold-start",
+            cold_start_items(engine, &snap, req.k, &exclude),
+        ),
     };
     Ok(json!({
         "tenant": t.name,
@@ -198,6 +119,101 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
         "source": source,
         "items": items,
     }))
+}
+
+/// The request's history: the one it sends, or the stored customer's
+/// (borrowed, not copied, on every request).
+fn history_of<'a>(
+    t: &Tenant,
+    req: &RecommendRequest,
+    stored: Option<&'a Customer>,
+) -> Result<Cow<'a, [Purchase]>, ApiError> {
+    match (&req.history, &req.customer_id, stored) {
+        (Some(h), _, _) => Ok(Cow::Owned(
+            h.iter()
+                .map(|x| match x {
+                    HistoryItem::Id(a) => Purchase {
+                        article: a.clone(),
+                        days_ago: 0.0,
+                    },
+                    HistoryItem::Dated {
+                        article_id,
+                        days_ago,
+                    } => Purchase {
+                        article: article_id.clone(),
+                        days_ago: days_ago.max(0.0),
+                    },
+                })
+                .collect(),
+        )),
+        (None, Some(_), Some(c)) => Ok(Cow::Borrowed(&c.history)),
+        (None, Some(id), None) => Err(ApiError::new(
+            404,
+            "unknown_customer",
+            format!(
+                "customer `{id}` is not known to tenant `{}`; send `history` instead",
+                t.name
+            ),
+        )),
+        (None, None, _) => Err(ApiError::new(
+            422,
+            "no_customer",
+            "give `customer_id` or `history`",
+        )),
+    }
+}
+
+/// The model's top `k` for query `q`, ordered by the tenant's objective
+/// (the revenue objective re-orders a wider list by score + alpha · ln
+/// price and reports that value too).
+fn model_items(
+    t: &Tenant,
+    snap: &PoolSnapshot,
+    q: &[f32],
+    k: usize,
+    exclude: &[u32],
+) -> Result<Vec<Value>, ApiError> {
+    let revenue = t.cfg.objective == Objective::Revenue;
+    let want = if revenue { (4 * k).max(100) } else { k };
+    let mut list = snap
+        .recommend(q, want, &[exclude])
+        .map_err(|e| ApiError::new(500, "model", e.to_string()))?
+        .pop()
+        .unwrap_or_default();
+    let mut scored: Vec<(u32, f32, f32)> = list.drain(..).map(|(id, s)| (id, s, s)).collect();
+    if revenue {
+        let prices = t.prices.read().unwrap_or_else(|e| e.into_inner());
+        for x in &mut scored {
+            let p = prices.get(snap.article(x.0).unwrap_or_default());
+            x.2 = t.cfg.objective.value(x.1, t.cfg.alpha, f64::from(p).ln());
+        }
+        scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    }
+    scored.truncate(k);
+    Ok(scored
+        .iter()
+        .map(|&(id, s, v)| {
+            let mut o = json!({"article_id": snap.article(id).unwrap_or_default(), "score": s});
+            if revenue {
+                o["value"] = json!(v);
+            }
+            o
+        })
+        .collect())
+}
+
+/// The bundle's cold-start list, available and not excluded, first `k`.
+fn cold_start_items(engine: &Engine, snap: &PoolSnapshot, k: usize, exclude: &[u32]) -> Vec<Value> {
+    engine
+        .cold_start()
+        .iter()
+        .filter_map(|a| {
+            let id = snap.id_of(a)?;
+            (snap.is_available(id) && exclude.binary_search(&id).is_err())
+                .then(|| json!({"article_id": a, "score": null}))
+        })
+        .take(k)
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -217,6 +233,8 @@ struct NewItem {
 
 /// Adds articles (or replaces their vectors) from their features, in every
 /// variant, all or nothing.
+// A route: parse, check every article before changing anything (so a
+// bad one applies nothing), embed, apply, answer; one step after another.
 pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
     let req: ItemsRequest = parse(body)?;
     if req.items.is_empty() {

@@ -56,6 +56,7 @@ fn wait_listening(port: u16, server: &mut Child) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
+// One benchmark script: start the server, drive each rate, write the table.
 pub fn run(
     items: usize,
     customers: usize,

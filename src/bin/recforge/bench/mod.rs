@@ -1,5 +1,7 @@
-//! `recforge bench data`: times `synth` and `prepare` as separate processes
-//! (so each one's peak memory is its own) and writes a Markdown table.
+//! `recforge bench`: benchmarks that write a Markdown table under
+//! `benches/results/`. `data` times `synth` and `prepare` as separate
+//! processes (so each one's peak memory is its own) and lives here; `train`,
+//! `retrieval`, `serve` and `http` are in their own files.
 
 mod http;
 mod retrieval;

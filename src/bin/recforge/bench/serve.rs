@@ -120,6 +120,8 @@ fn lengths_from(cache: &std::path::Path, len: usize) -> Result<Vec<usize>> {
         .collect())
 }
 
+// One benchmark script: its timed sections share the bundle, the
+// histories and the numbers the table reports.
 pub fn run(
     items: usize,
     len: usize,

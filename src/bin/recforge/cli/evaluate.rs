@@ -84,11 +84,12 @@ pub fn print_baselines(out: &BaselineOutcome) {
         out.files.0.display(),
         out.files.1.display()
     );
-    if let Some(p) = &out.submission {
+    if let Some(s) = &out.submission {
         println!(
-            "submission of the best baseline ({}): {}",
+            "submission of the best baseline ({}): {} ({} rows, checked)",
             out.best.name(),
-            p.display()
+            s.path.display(),
+            s.check.rows
         );
     }
 }

@@ -196,3 +196,52 @@ kind = "purchase"
     let results = std::fs::read_to_string(report.join("results.md")).unwrap();
     assert!(!results.contains("## The blender"), "{results}");
 }
+
+#[test]
+fn a_model_stage_on_another_split_is_refused_before_it_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let synth = write(
+        d,
+        "synth.toml",
+        "customers = 300\narticles = 80\ndays = 40\nseed = 3\n",
+    );
+    // No `split`: the experiment default is leave-one-out, whose training
+    // part would include the pipeline's test week.
+    let tt = write(
+        d,
+        "tt.toml",
+        "device = \"flex\"\n[model]\nkind = \"two-tower\"\n[loss]\nkind = \"in-batch\"\n[eval]\nks = [12]\nmetric = \"recall@12\"\n",
+    );
+    let sr = write(
+        d,
+        "sr.toml",
+        "device = \"flex\"\n[data]\nsplit = \"last-week\"\n",
+    );
+    let text = format!(
+        "name = \"split\"\n[data]\nsynth = \"{}\"\n[retrieval]\nexperiment = \"{}\"\n[ranker]\nexperiment = \"{}\"\n",
+        synth.display(),
+        tt.display(),
+        sr.display()
+    );
+    let cfg = PipelineConfig::load(&write(d, "p.toml", &text)).unwrap();
+    let err = run(&cfg, &d.join("run"), &d.join("report"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tt.toml") && err.contains("data.split = \"last-week\""),
+        "{err}"
+    );
+    assert!(
+        !d.join("run").join("retrieval").exists(),
+        "nothing was trained"
+    );
+    // With the pipeline's target days given but another length, also refused.
+    let text = text.replace("[data]\n", "[data]\ntarget_days = 14\n");
+    let cfg = PipelineConfig::load(&write(d, "p14.toml", &text)).unwrap();
+    let err = run(&cfg, &d.join("run14"), &d.join("report14"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sr.toml") || err.contains("tt.toml"), "{err}");
+    assert!(err.contains("data.target_days = 14"), "{err}");
+}

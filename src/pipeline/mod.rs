@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::experiment::{Experiment, ModelKind};
 use crate::data::Dataset;
+use crate::data::split::SplitKind;
 use crate::error::{Error, Result};
 use crate::rank::blend::{BlendConfig, Blender};
 use crate::rank::candidates::{CandidateConfig, RecallReport};
@@ -141,14 +142,44 @@ pub struct PipelineOutcome {
     pub per_customer: PathBuf,
 }
 
+/// The pipeline's two model stages.
+#[derive(Debug, Clone, Copy)]
+enum ModelStage {
+    /// The two-tower model (candidate source).
+    Retrieval,
+    /// SASRec (scores the candidates).
+    Ranker,
+}
+
+impl ModelStage {
+    /// Its name in the run directory, the step records and the report.
+    fn label(self) -> &'static str {
+        match self {
+            ModelStage::Retrieval => "retrieval",
+            ModelStage::Ranker => "ranker",
+        }
+    }
+
+    fn kind(self) -> ModelKind {
+        match self {
+            ModelStage::Retrieval => ModelKind::TwoTower,
+            ModelStage::Ranker => ModelKind::Sasrec,
+        }
+    }
+
+    fn stage(self, cfg: &PipelineConfig) -> &Stage {
+        match self {
+            ModelStage::Retrieval => &cfg.retrieval,
+            ModelStage::Ranker => &cfg.ranker,
+        }
+    }
+}
+
 /// A model stage's resolved experiment: its file and overrides, with the
 /// run's cache and directories.
-fn stage_experiment(
-    stage: &Stage,
-    cache: &Path,
-    name: &str,
-    kind: ModelKind,
-) -> Result<Experiment> {
+fn stage_experiment(cfg: &PipelineConfig, which: ModelStage, cache: &Path) -> Result<Experiment> {
+    let (stage, kind, target_days) = (which.stage(cfg), which.kind(), cfg.target_days());
+    let name = format!("{}-{}", cfg.name, which.label());
     let mut set = stage.set.clone();
     set.push(format!("data.cache=\"{}\"", cache.display()));
     set.push(format!("name=\"{name}\""));
@@ -158,6 +189,18 @@ fn stage_experiment(
             "{}: expected a {kind:?} experiment, found {:?}",
             stage.experiment.display(),
             exp.model.kind
+        )));
+    }
+    // The pipeline scores the last `target_days` and fits its second stage
+    // on the days before: a model trained on another split would have
+    // seen them.
+    if exp.data.split != SplitKind::LastWeek || exp.data.target_days != target_days {
+        return Err(Error::Config(format!(
+            "{}: the pipeline evaluates on the last {target_days} days, so its model stages must train with \
+data.split = \"last-week\" and data.target_days = {target_days} (this one has `{}` and {}); set them in the file or in the stage's `set`",
+            stage.experiment.display(),
+            exp.data.split.name(),
+            exp.data.target_days
         )));
     }
     Ok(exp)
@@ -170,10 +213,11 @@ fn model_stage(
     run_dir: &Path,
     cache: &Path,
     data_hash: &str,
-    name: &str,
-    (label, stage, kind): (&str, &Stage, ModelKind),
+    cfg: &PipelineConfig,
+    which: ModelStage,
 ) -> Result<(Experiment, PathBuf, String)> {
-    let exp = stage_experiment(stage, cache, &format!("{name}-{label}"), kind)?;
+    let label = which.label();
+    let exp = stage_experiment(cfg, which, cache)?;
     let bundle = run_dir.join("models").join(label);
     let h = steps.run(
         label,
@@ -221,16 +265,16 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
         run_dir,
         &cache,
         &data_hash,
-        &cfg.name,
-        ("retrieval", &cfg.retrieval, ModelKind::TwoTower),
+        cfg,
+        ModelStage::Retrieval,
     )?;
     let (rk_exp, rk_bundle, rk_hash) = model_stage(
         &mut steps,
         run_dir,
         &cache,
         &data_hash,
-        &cfg.name,
-        ("ranker", &cfg.ranker, ModelKind::Sasrec),
+        cfg,
+        ModelStage::Ranker,
     )?;
 
     let serve_cfg = serde_json::to_string(&(&cfg.candidates, &cfg.objective, &cfg.blend, cfg.seed))

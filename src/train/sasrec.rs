@@ -325,8 +325,7 @@ pub fn step_loss(
             let s = exp.loss.negatives;
             let negs = loss::draw_negatives(rng, proposal, s);
             if exp.loss.kind == LossKind::Sampled {
-                let pos_q = loss::target_log_q(proposal, &targets, s);
-                loss::sampled_softmax(model, h, &targets, &w, &negs, &pos_q)
+                loss::sampled_softmax(model, h, &targets, &w, &negs)
             } else {
                 let beta = loss::gbce_beta(s, model.n_items(), exp.loss.gbce_t);
                 loss::gbce(model, h, &targets, &w, &negs.ids, beta)

@@ -124,6 +124,11 @@ fn ids(v: &Value) -> Vec<String> {
 }
 
 fn setup(dir: &Path) -> recforge_serve::Server {
+    setup_with(dir, "")
+}
+
+/// The test server, with `extra` (top-level config lines) added.
+fn setup_with(dir: &Path, extra: &str) -> recforge_serve::Server {
     let models = dir.join("models");
     for (name, seed) in [("v1", 1), ("v2", 2), ("v3", 3)] {
         bundle(&models, name, seed);
@@ -156,6 +161,7 @@ port = 0
 max_body_bytes = 4096
 max_k = {N}
 workers = 2
+{extra}
 
 [tenants.shop]
 bundle = "v1"
@@ -557,5 +563,113 @@ fn reloads_under_concurrent_requests_drop_nothing() {
     assert!(done > 50, "only {done} requests were made");
     let versions = versions.into_inner().unwrap();
     assert!(versions.len() >= 2, "requests saw only {versions:?}");
+    server.stop();
+}
+
+/// Reads what the server sends on `s` until it closes the connection (or
+/// 5 s pass): the raw response, and whether it was closed.
+fn read_until_closed(s: &mut std::net::TcpStream) -> (String, bool) {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&out).into_owned(), true);
+            }
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+#[test]
+fn slow_clients_are_dropped_while_others_are_served() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = setup_with(dir.path(), "header_timeout_ms = 300\nbody_timeout_ms = 300");
+    let c = Client::new(server.addr);
+    // One client trickles its headers, another never finishes its body.
+    let mut trickle = std::net::TcpStream::connect(server.addr).unwrap();
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/shop/recommend HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+content-length: 100\r\n\r\n{\"customer_id\"",
+        )
+        .unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(c.get("/healthz").0, 200, "others are served meanwhile");
+    let (_, closed) = read_until_closed(&mut trickle);
+    assert!(closed, "the trickling client is dropped");
+    let waited = t.elapsed().as_secs_f64();
+    assert!((0.2..4.0).contains(&waited), "dropped after {waited:.2} s");
+    let (resp, closed) = read_until_closed(&mut stalled);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("body_timeout") && closed, "{resp}");
+    assert_eq!(c.get("/healthz").0, 200, "and still served afterwards");
+    server.stop();
+}
+
+#[test]
+fn sigterm_stops_accepting_and_finishes_the_requests_in_flight() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = setup_with(
+        dir.path(),
+        "body_timeout_ms = 20000\nshutdown_grace_ms = 20000",
+    );
+    let addr = server.addr;
+    let signals = recforge_serve::StopSignals::install().unwrap();
+    // In flight: the headers are in, half of the body is not.
+    let body = json!({"customer_id": "cust0", "k": 5}).to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /v1/shop/recommend HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(first.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let stopper = std::thread::spawn(move || signals.stop_on_signal(server));
+    signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+    // New connections are refused from now on.
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(t.elapsed().as_secs() < 5, "still accepting after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!stopper.is_finished(), "it waits for the request in flight");
+    s.write_all(rest.as_bytes()).unwrap();
+    let (resp, _) = read_until_closed(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let json_start = resp.find("\r\n\r\n").unwrap() + 4;
+    let v: Value = serde_json::from_str(&resp[json_start..]).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 5, "{v}");
+    assert_eq!(stopper.join().unwrap(), "SIGTERM");
+}
+
+#[test]
+fn a_request_past_its_deadline_gets_503() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = setup_with(
+        dir.path(),
+        "request_timeout_ms = 300\nbody_timeout_ms = 5000",
+    );
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"POST /v1/shop/recommend HTTP/1.1\r\nHost: x\r\ncontent-length: 50\r\n\r\n{\"k\"")
+        .unwrap();
+    let t = std::time::Instant::now();
+    let (resp, _) = read_until_closed(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    assert!(resp.contains("\"deadline\""), "{resp}");
+    assert!(t.elapsed().as_secs_f64() < 3.0);
+    assert_eq!(Client::new(server.addr).get("/healthz").0, 200);
     server.stop();
 }

@@ -36,6 +36,20 @@ pub struct Config {
     /// Worker threads of the HTTP runtime (default: one per core).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// How long a client may take to send a request's headers, in ms; a
+    /// slower (or idle keep-alive) connection is closed.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a request's body, in ms (408).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Deadline of a whole request once its headers are in, body and work
+    /// included, in ms (503).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// On shutdown, how long requests in flight get to finish, in ms.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
     /// Missing reads as empty, so that `check` can say what to add.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -92,6 +106,18 @@ fn default_max_k() -> usize {
 fn default_alpha() -> f64 {
     1.0
 }
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    30_000
+}
 
 impl Config {
     /// Reads and checks `path`; relative paths inside become relative to
@@ -135,6 +161,13 @@ impl Config {
         }
         if self.max_k == 0 || self.max_body_bytes == 0 {
             return Err("`max_k` and `max_body_bytes` must be positive".into());
+        }
+        if self.header_timeout_ms == 0 || self.body_timeout_ms == 0 || self.request_timeout_ms == 0
+        {
+            return Err(
+                "`header_timeout_ms`, `body_timeout_ms` and `request_timeout_ms` must be positive"
+                    .into(),
+            );
         }
         match (&self.admin_token, &self.admin_token_env) {
             (Some(_), Some(_)) => {

@@ -6,14 +6,16 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -33,7 +35,8 @@ pub struct App {
     pub metrics: Metrics,
 }
 
-/// A running server; `stop` ends it, `wait` blocks until it ends.
+/// A running server; `stop` ends it (gracefully: no new connections, the
+/// requests in flight finish), `wait` blocks until it ends.
 pub struct Server {
     pub addr: SocketAddr,
     pub app: Arc<App>,
@@ -53,6 +56,31 @@ impl Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), caught from the moment this is made
+/// instead of ending the process.
+pub struct StopSignals(signal_hook::iterator::Signals);
+
+impl StopSignals {
+    pub fn install() -> Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+            .map(StopSignals)
+            .map_err(|e| Error::Invalid(format!("installing the signal handlers: {e}")))
+    }
+
+    /// Blocks until a signal arrives, then stops `server` gracefully
+    /// (see [`Server::stop`]); returns the signal's name.
+    pub fn stop_on_signal(mut self, server: Server) -> &'static str {
+        let name = match self.0.forever().next() {
+            Some(signal_hook::consts::SIGINT) => "SIGINT",
+            _ => "SIGTERM",
+        };
+        eprintln!("recforge-serve: {name}: no new connections, finishing the requests in flight");
+        server.stop();
+        name
     }
 }
 
@@ -91,43 +119,78 @@ pub fn start(cfg: Config) -> Result<Server> {
         tenants,
         metrics: Metrics::default(),
     });
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(false);
     let served = app.clone();
-    let thread = std::thread::spawn(move || {
-        let accepting = rt.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let app = served.clone();
-                        tokio::spawn(async move {
-                            let service = service_fn(move |req| handle(app.clone(), req));
-                            // A client that hangs up mid-request is its own problem.
-                            let _ = http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
-                    Err(e) => {
-                        // E.g. out of file descriptors: wait, keep serving.
-                        eprintln!("recforge-serve: accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
-        // Serve until `stop` (or until the handle is dropped).
-        rt.block_on(async move {
-            let _ = rx.changed().await;
-        });
-        accepting.abort();
-    });
+    let thread = std::thread::spawn(move || rt.block_on(serve(listener, served, rx)));
     Ok(Server {
         addr,
         app,
         shutdown: tx,
         thread: Some(thread),
     })
+}
+
+/// What the accept loop waits for.
+enum Event {
+    Connection(std::io::Result<(tokio::net::TcpStream, SocketAddr)>),
+    Stop,
+}
+
+/// Accepts and serves connections until `stop` changes (or its sender is
+/// dropped); then stops accepting, lets the requests in flight finish (up
+/// to `shutdown_grace_ms`) and returns.
+async fn serve(listener: TcpListener, app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let header_timeout = Duration::from_millis(app.cfg.header_timeout_ms);
+    let mut stopped = std::pin::pin!(async move {
+        let _ = stop.changed().await;
+    });
+    loop {
+        // Waits for a connection or the stop, whichever comes first
+        // (tokio's `select!` needs a tokio feature polars does not build).
+        let event = std::future::poll_fn(|cx| {
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Stop);
+            }
+            listener.poll_accept(cx).map(Event::Connection)
+        })
+        .await;
+        match event {
+            Event::Stop => break,
+            Event::Connection(Ok((stream, _))) => {
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = service_fn(move |req| handle(app.clone(), req));
+                // A client that trickles its headers (or sits idle on a
+                // kept-alive connection) is closed after the header timeout.
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                // A client that hangs up mid-request is its own problem.
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Event::Connection(Err(e)) => {
+                // E.g. out of file descriptors: wait, keep serving.
+                eprintln!("recforge-serve: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_millis(app.cfg.shutdown_grace_ms);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "recforge-serve: requests still in flight after {} ms; stopping anyway",
+            app.cfg.shutdown_grace_ms
+        );
+    }
 }
 
 fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {
@@ -166,7 +229,22 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let start = Instant::now();
-    let (tenant, route, resp) = dispatch(&app, req).await;
+    let deadline = Duration::from_millis(app.cfg.request_timeout_ms);
+    let (tenant, route, resp) = match tokio::time::timeout(deadline, dispatch(&app, req)).await {
+        Ok(routed) => routed,
+        Err(_) => (
+            String::new(),
+            "deadline",
+            Err(ApiError::new(
+                503,
+                "deadline",
+                format!(
+                    "the request took longer than {} ms",
+                    app.cfg.request_timeout_ms
+                ),
+            )),
+        ),
+    };
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
@@ -302,7 +380,12 @@ async fn tenant_route(
             ));
         }
     }
-    let body = read_body(req, app.cfg.max_body_bytes).await?;
+    let body = read_body(
+        req,
+        app.cfg.max_body_bytes,
+        Duration::from_millis(app.cfg.body_timeout_ms),
+    )
+    .await?;
     let app2 = app.clone();
     let tenant = tenant.to_string();
     let work = move || -> std::result::Result<Value, ApiError> {
@@ -336,7 +419,11 @@ async fn tenant_route(
     Ok(json_response(200, &value))
 }
 
-async fn read_body(req: Request<Incoming>, max: usize) -> std::result::Result<Bytes, ApiError> {
+async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout: Duration,
+) -> std::result::Result<Bytes, ApiError> {
     let too_big = || {
         ApiError::new(
             413,
@@ -353,7 +440,19 @@ async fn read_body(req: Request<Incoming>, max: usize) -> std::result::Result<By
     {
         return Err(too_big());
     }
-    match Limited::new(req.into_body(), max).collect().await {
+    let body = tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                408,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+        })?;
+    match body {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -16,7 +16,7 @@ pub mod tenant;
 use std::path::PathBuf;
 
 pub use config::Config;
-pub use http::{Server, start};
+pub use http::{Server, StopSignals, start};
 /// The serving engine, shared with the trainer's evaluation and submissions.
 pub use recforge_infer::engine::{Engine, Purchase};
 

@@ -16,8 +16,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve every tenant of a config file until interrupted.
+    /// Serve every tenant of a config file until SIGTERM or Ctrl-C, then
+    /// finish the requests in flight and exit.
     Serve {
+        /// The server's TOML config (tenants, bundles, limits, timeouts).
         #[arg(long)]
         config: PathBuf,
     },
@@ -41,6 +43,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve { config } => {
             let cfg = recforge_serve::Config::load(&config)?;
+            let signals = recforge_serve::StopSignals::install()?;
             let server = recforge_serve::start(cfg)?;
             eprintln!(
                 "recforge-serve: listening on http://{} (tenants: {})",
@@ -53,7 +56,8 @@ fn main() -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            server.wait();
+            signals.stop_on_signal(server);
+            eprintln!("recforge-serve: stopped");
         }
         Cmd::Load {
             url,

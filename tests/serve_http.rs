@@ -457,10 +457,10 @@ fn every_route_over_http() {
     let (s, m) = c.get("/metrics");
     assert_eq!(s, 200);
     for want in [
-        "recforge_requests_total{tenant=\"shop\",route=\"recommend\",status=\"200\"}",
-        "recforge_requests_total{tenant=\"shop\",route=\"recommend\",status=\"422\"} 3",
-        "recforge_requests_total{tenant=\"shop\",route=\"availability\",status=\"401\"} 2",
-        "recforge_request_duration_seconds_bucket{tenant=\"shop\",route=\"recommend\",le=\"+Inf\"}",
+        "recforge_requests_total{tenant=\"shop\",variant=\"a\",route=\"recommend\",status=\"200\"}",
+        "recforge_requests_total{tenant=\"shop\",variant=\"\",route=\"recommend\",status=\"422\"} 3",
+        "recforge_requests_total{tenant=\"shop\",variant=\"\",route=\"availability\",status=\"401\"} 2",
+        "recforge_request_duration_seconds_bucket{tenant=\"shop\",variant=\"a\",route=\"recommend\",le=\"+Inf\"}",
         &format!(
             "recforge_item_pool_size{{tenant=\"shop\",variant=\"a\"}} {}",
             N + 1
@@ -507,6 +507,18 @@ fn ab_variants_are_stable_and_split_by_share() {
         (70..=130).contains(&b),
         "{b} of 200 customers in b at share 0.5"
     );
+    // Each arm's requests and latencies are counted apart.
+    let (_, m) = c.get("/metrics");
+    for (v, n) in [("a", 400 - 2 * b), ("b", 2 * b)] {
+        let want = format!(
+            "recforge_requests_total{{tenant=\"ab\",variant=\"{v}\",route=\"recommend\",status=\"200\"}} {n}\n"
+        );
+        assert!(m.contains(&want), "metrics lack {want}:\n{m}");
+        let hist = format!(
+            "recforge_request_duration_seconds_count{{tenant=\"ab\",variant=\"{v}\",route=\"recommend\"}} {n}\n"
+        );
+        assert!(m.contains(&hist), "metrics lack {hist}");
+    }
     server.stop();
 }
 

@@ -258,8 +258,10 @@ async fn handle(
             r
         }
     };
+    let variant = resp.extensions().get::<Variant>().map_or("", |v| v.0);
     app.metrics.record(
         &tenant,
+        variant,
         route,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
@@ -416,8 +418,23 @@ async fn tenant_route(
             .await
             .map_err(|_| ApiError::new(500, "internal", "the update task failed"))??
     };
-    Ok(json_response(200, &value))
+    let mut resp = json_response(200, &value);
+    // The variant that answered, for the metrics (not sent to the client:
+    // the body already says it).
+    let variant = match value.get("variant").and_then(Value::as_str) {
+        Some("a") => Some("a"),
+        Some("b") => Some("b"),
+        _ => None,
+    };
+    if let Some(v) = variant {
+        resp.extensions_mut().insert(Variant(v));
+    }
+    Ok(resp)
 }
+
+/// The A/B variant that answered a request.
+#[derive(Clone, Copy)]
+struct Variant(&'static str);
 
 async fn read_body(
     req: Request<Incoming>,

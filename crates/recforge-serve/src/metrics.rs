@@ -1,5 +1,7 @@
-//! Request counters and latency histograms per tenant and route, written
-//! in the Prometheus text format with the pools' sizes and model versions.
+//! Request counters and latency histograms per tenant, A/B variant and
+//! route, written in the Prometheus text format with the pools' sizes and
+//! model versions. Splitting by variant lets the two arms of a test be
+//! compared in Prometheus.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -23,7 +25,7 @@ struct Route {
 
 #[derive(Default)]
 pub struct Metrics {
-    routes: Mutex<BTreeMap<(String, &'static str), Route>>,
+    routes: Mutex<BTreeMap<(String, &'static str, &'static str), Route>>,
 }
 
 fn escape(v: &str) -> String {
@@ -34,10 +36,21 @@ fn escape(v: &str) -> String {
 
 impl Metrics {
     /// Records one request. `tenant` is "" for routes outside a tenant
-    /// (and for unknown tenants, so a scanner cannot grow the label set).
-    pub fn record(&self, tenant: &str, route: &'static str, status: u16, seconds: f64) {
+    /// (and for unknown tenants, so a scanner cannot grow the label set);
+    /// `variant` is the A/B variant that answered, "" where none did
+    /// (errors, admin routes).
+    pub fn record(
+        &self,
+        tenant: &str,
+        variant: &'static str,
+        route: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let r = routes.entry((tenant.to_string(), route)).or_default();
+        let r = routes
+            .entry((tenant.to_string(), variant, route))
+            .or_default();
         *r.by_status.entry(status).or_default() += 1;
         r.count += 1;
         r.sum += seconds;
@@ -51,19 +64,22 @@ impl Metrics {
     pub fn render<'a>(&self, tenants: impl Iterator<Item = &'a Tenant>) -> String {
         let mut out = String::new();
         let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        out.push_str("# HELP recforge_requests_total Requests answered, by tenant, route and HTTP status.\n# TYPE recforge_requests_total counter\n");
-        for ((tenant, route), r) in routes.iter() {
+        out.push_str("# HELP recforge_requests_total Requests answered, by tenant, variant, route and HTTP status.\n# TYPE recforge_requests_total counter\n");
+        for ((tenant, variant, route), r) in routes.iter() {
             for (status, n) in &r.by_status {
                 let _ = writeln!(
                     out,
-                    "recforge_requests_total{{tenant=\"{}\",route=\"{route}\",status=\"{status}\"}} {n}",
+                    "recforge_requests_total{{tenant=\"{}\",variant=\"{variant}\",route=\"{route}\",status=\"{status}\"}} {n}",
                     escape(tenant)
                 );
             }
         }
         out.push_str("# HELP recforge_request_duration_seconds Time from a request's arrival to its response.\n# TYPE recforge_request_duration_seconds histogram\n");
-        for ((tenant, route), r) in routes.iter() {
-            let labels = format!("tenant=\"{}\",route=\"{route}\"", escape(tenant));
+        for ((tenant, variant, route), r) in routes.iter() {
+            let labels = format!(
+                "tenant=\"{}\",variant=\"{variant}\",route=\"{route}\"",
+                escape(tenant)
+            );
             for (b, le) in r.buckets.iter().zip(BUCKETS) {
                 let _ = writeln!(
                     out,

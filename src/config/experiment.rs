@@ -406,7 +406,7 @@ impl Experiment {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         let m = &self.model;
-        if m.d_model == 0 || m.n_heads == 0 || m.d_model % m.n_heads != 0 {
+        if m.d_model == 0 || m.n_heads == 0 || !m.d_model.is_multiple_of(m.n_heads) {
             return bad(format!(
                 "model.d_model ({}) must be a positive multiple of model.n_heads ({})",
                 m.d_model, m.n_heads

@@ -36,15 +36,15 @@ pub fn find(dir: &Path) -> Result<Option<Files>> {
             Some((s, "test")) => (s, Part::Test),
             _ => (stem, Part::Log),
         };
-        if let Some(b) = &base {
-            if b != stem {
-                return Err(Error::invalid(
-                    dir,
-                    format!(
-                        "atomic files of two datasets (`{b}` and `{stem}`); keep one per directory"
-                    ),
-                ));
-            }
+        if let Some(b) = &base
+            && b != stem
+        {
+            return Err(Error::invalid(
+                dir,
+                format!(
+                    "atomic files of two datasets (`{b}` and `{stem}`); keep one per directory"
+                ),
+            ));
         }
         base = Some(stem.to_string());
         inter.push((dir.join(n), part));

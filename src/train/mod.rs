@@ -365,7 +365,7 @@ impl<T: Task> Loop<'_, T> {
     ) -> Result<String> {
         let exp = self.exp;
         let last_epoch = epoch == exp.train.epochs;
-        let valid = if epoch % exp.eval.every.max(1) == 0 || last_epoch {
+        let valid = if epoch.is_multiple_of(exp.eval.every.max(1)) || last_epoch {
             Some(self.task.validate(&model.valid(), &self.chosen.device))
         } else {
             None

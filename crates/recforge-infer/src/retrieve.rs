@@ -156,7 +156,7 @@ impl ItemIndex {
         skip_unavailable: bool,
         exclude: &[&[u32]],
     ) -> Result<Vec<Vec<(u32, f32)>>> {
-        if queries.len() % self.dim != 0 {
+        if !queries.len().is_multiple_of(self.dim) {
             return Err(Error::Shape {
                 what: format!("queries of dimension {}", self.dim),
                 expected: queries.len().div_ceil(self.dim) * self.dim,

@@ -236,12 +236,33 @@ fn a_model_stage_on_another_split_is_refused_before_it_trains() {
         !d.join("run").join("retrieval").exists(),
         "nothing was trained"
     );
+    // A good retrieval stage is not trained when the ranker's is wrong.
+    let tt_ok = write(
+        d,
+        "tt_ok.toml",
+        "device = \"flex\"\n[data]\nsplit = \"last-week\"\n[model]\nkind = \"two-tower\"\n[loss]\nkind = \"in-batch\"\n[eval]\nks = [12]\nmetric = \"recall@12\"\n",
+    );
+    let sr_bad = write(d, "sr_bad.toml", "device = \"flex\"\n");
+    let both = text
+        .replace(&tt.display().to_string(), &tt_ok.display().to_string())
+        .replace(&sr.display().to_string(), &sr_bad.display().to_string());
+    let cfg = PipelineConfig::load(&write(d, "p2.toml", &both)).unwrap();
+    let err = run(&cfg, &d.join("run2"), &d.join("report2"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sr_bad.toml"), "{err}");
+    assert!(
+        !d.join("run2").join("retrieval").exists(),
+        "retrieval trained"
+    );
     // With the pipeline's target days given but another length, also refused.
-    let text = text.replace("[data]\n", "[data]\ntarget_days = 14\n");
+    let text = both
+        .replace(&sr_bad.display().to_string(), &sr.display().to_string())
+        .replace("[data]\n", "[data]\ntarget_days = 14\n");
     let cfg = PipelineConfig::load(&write(d, "p14.toml", &text)).unwrap();
     let err = run(&cfg, &d.join("run14"), &d.join("report14"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("sr.toml") || err.contains("tt.toml"), "{err}");
+    assert!(err.contains("tt_ok.toml"), "{err}");
     assert!(err.contains("data.target_days = 14"), "{err}");
 }

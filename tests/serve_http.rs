@@ -605,6 +605,9 @@ fn slow_clients_are_dropped_while_others_are_served() {
     let server = setup_with(dir.path(), "header_timeout_ms = 300\nbody_timeout_ms = 300");
     let c = Client::new(server.addr);
     // One client trickles its headers, another never finishes its body.
+    // Timed from before the connection, so the server's timer cannot have
+    // started earlier.
+    let t = std::time::Instant::now();
     let mut trickle = std::net::TcpStream::connect(server.addr).unwrap();
     trickle.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
     let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
@@ -614,12 +617,11 @@ fn slow_clients_are_dropped_while_others_are_served() {
 content-length: 100\r\n\r\n{\"customer_id\"",
         )
         .unwrap();
-    let t = std::time::Instant::now();
     assert_eq!(c.get("/healthz").0, 200, "others are served meanwhile");
     let (_, closed) = read_until_closed(&mut trickle);
     assert!(closed, "the trickling client is dropped");
     let waited = t.elapsed().as_secs_f64();
-    assert!((0.2..4.0).contains(&waited), "dropped after {waited:.2} s");
+    assert!((0.3..4.0).contains(&waited), "dropped after {waited:.2} s");
     let (resp, closed) = read_until_closed(&mut stalled);
     assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
     assert!(resp.contains("body_timeout") && closed, "{resp}");
@@ -637,17 +639,34 @@ fn sigterm_stops_accepting_and_finishes_the_requests_in_flight() {
     );
     let addr = server.addr;
     let signals = recforge_serve::StopSignals::install().unwrap();
-    // In flight: the headers are in, half of the body is not.
+    // In flight: the headers are in, half of the body is not. The server
+    // says "100 Continue" once it starts reading the body, so the test
+    // knows the request has started before it signals.
     let body = json!({"customer_id": "cust0", "k": 5}).to_string();
     let (first, rest) = body.split_at(body.len() / 2);
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let head = format!(
-        "POST /v1/shop/recommend HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "POST /v1/shop/recommend HTTP/1.1\r\nHost: x\r\nexpect: 100-continue\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
+    {
+        use std::io::Read;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "closed before 100 Continue");
+            got.push(byte[0]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 100"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
     s.write_all(first.as_bytes()).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let stopper = std::thread::spawn(move || signals.stop_on_signal(server));
     signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
     // New connections are refused from now on.

@@ -211,21 +211,24 @@ data.split = \"last-week\" and data.target_days = {target_days} (this one has `{
 fn model_stage(
     steps: &mut Steps,
     run_dir: &Path,
-    cache: &Path,
     data_hash: &str,
-    cfg: &PipelineConfig,
+    exp: &Experiment,
     which: ModelStage,
-) -> Result<(Experiment, PathBuf, String)> {
+) -> Result<(PathBuf, String)> {
     let label = which.label();
-    let exp = stage_experiment(cfg, which, cache)?;
     let bundle = run_dir.join("models").join(label);
-    let h = steps.run(
-        label,
-        &hash(&[label, data_hash, &exp.to_toml()]),
-        &[&bundle],
-        || train_and_export(&exp, &run_dir.join(label), &bundle),
-    )?;
-    Ok((exp, bundle, h))
+    let toml = exp.to_toml();
+    let mut parts = vec![label, data_hash, toml.as_str()];
+    // Sampled-softmax models trained before the loss stopped correcting
+    // the positive are retrained, not reused (other models' hashes are
+    // unchanged).
+    if exp.loss.kind == crate::config::experiment::LossKind::Sampled {
+        parts.push("sampled softmax: negatives-only logQ");
+    }
+    let h = steps.run(label, &hash(&parts), &[&bundle], || {
+        train_and_export(exp, &run_dir.join(label), &bundle)
+    })?;
+    Ok((bundle, h))
 }
 
 /// Trains (fresh) and exports one model stage; returns the bundle's hash.
@@ -257,25 +260,21 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     };
     let cache = run_dir.join("cache");
     let td = cfg.target_days();
+    // Both stages' experiments are checked before anything runs.
+    let tt_exp = stage_experiment(cfg, ModelStage::Retrieval, &cache)?;
+    let rk_exp = stage_experiment(cfg, ModelStage::Ranker, &cache)?;
     let data_hash = data_step(&mut steps, cfg, run_dir, &cache)?;
     let ds = crate::data::cache::read(&cache)?;
     baselines_step(&mut steps, &ds, &data_hash, td, report_dir)?;
-    let (tt_exp, tt_bundle, tt_hash) = model_stage(
+    let (tt_bundle, tt_hash) = model_stage(
         &mut steps,
         run_dir,
-        &cache,
         &data_hash,
-        cfg,
+        &tt_exp,
         ModelStage::Retrieval,
     )?;
-    let (rk_exp, rk_bundle, rk_hash) = model_stage(
-        &mut steps,
-        run_dir,
-        &cache,
-        &data_hash,
-        cfg,
-        ModelStage::Ranker,
-    )?;
+    let (rk_bundle, rk_hash) =
+        model_stage(&mut steps, run_dir, &data_hash, &rk_exp, ModelStage::Ranker)?;
 
     let serve_cfg = serde_json::to_string(&(&cfg.candidates, &cfg.objective, &cfg.blend, cfg.seed))
         .expect("serialises");

@@ -35,8 +35,9 @@ pub struct App {
     pub metrics: Metrics,
 }
 
-/// A running server; `stop` ends it (gracefully: no new connections, the
-/// requests in flight finish), `wait` blocks until it ends.
+/// A running server; `stop` ends it gracefully (no new connections; the
+/// requests in flight finish, for up to `shutdown_grace_ms`, which `stop`
+/// blocks for), `wait` blocks until it ends.
 pub struct Server {
     pub addr: SocketAddr,
     pub app: Arc<App>,
@@ -60,10 +61,13 @@ impl Server {
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), caught from the moment this is made
-/// instead of ending the process.
+/// instead of ending the process. The handlers stay for the process's
+/// life (signal-hook cannot put the default action back), so after the
+/// first signal a second one ends the process at once.
 pub struct StopSignals(signal_hook::iterator::Signals);
 
 impl StopSignals {
+    /// Installs the handlers.
     pub fn install() -> Result<Self> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
@@ -72,13 +76,23 @@ impl StopSignals {
     }
 
     /// Blocks until a signal arrives, then stops `server` gracefully
-    /// (see [`Server::stop`]); returns the signal's name.
-    pub fn stop_on_signal(mut self, server: Server) -> &'static str {
-        let name = match self.0.forever().next() {
+    /// (see [`Server::stop`]: up to `shutdown_grace_ms`); returns the
+    /// signal's name. A second signal during the stop exits with 130.
+    pub fn stop_on_signal(self, server: Server) -> &'static str {
+        let mut signals = self.0;
+        let name = match signals.forever().next() {
             Some(signal_hook::consts::SIGINT) => "SIGINT",
-            _ => "SIGTERM",
+            Some(_) => "SIGTERM",
+            // The iterator ended (its handle was closed): stop as asked.
+            None => "close",
         };
         eprintln!("recforge-serve: {name}: no new connections, finishing the requests in flight");
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                eprintln!("recforge-serve: second signal: exiting without waiting");
+                std::process::exit(130);
+            }
+        });
         server.stop();
         name
     }
@@ -148,6 +162,8 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: tokio::sync::watc
     loop {
         // Waits for a connection or the stop, whichever comes first
         // (tokio's `select!` needs a tokio feature polars does not build).
+        // The stop is looked at first, so a flood of connections cannot
+        // starve it, and an accepted stream is never dropped unserved.
         let event = std::future::poll_fn(|cx| {
             if stopped.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Stop);
@@ -180,6 +196,10 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: tokio::sync::watc
             }
         }
     }
+    // Closing the listener releases the port: new connections are refused
+    // (and any still in the kernel's backlog reset) instead of queueing
+    // behind a server that will not accept them. A connection accepted but
+    // not yet read from is closed without an answer, as hyper does.
     drop(listener);
     let grace = Duration::from_millis(app.cfg.shutdown_grace_ms);
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -229,22 +249,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let start = Instant::now();
-    let deadline = Duration::from_millis(app.cfg.request_timeout_ms);
-    let (tenant, route, resp) = match tokio::time::timeout(deadline, dispatch(&app, req)).await {
-        Ok(routed) => routed,
-        Err(_) => (
-            String::new(),
-            "deadline",
-            Err(ApiError::new(
-                503,
-                "deadline",
-                format!(
-                    "the request took longer than {} ms",
-                    app.cfg.request_timeout_ms
-                ),
-            )),
-        ),
-    };
+    let (tenant, route, resp) = dispatch(&app, req).await;
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
@@ -382,45 +387,65 @@ async fn tenant_route(
             ));
         }
     }
-    let body = read_body(
-        req,
-        app.cfg.max_body_bytes,
-        Duration::from_millis(app.cfg.body_timeout_ms),
-    )
-    .await?;
+    let body_timeout = Duration::from_millis(app.cfg.body_timeout_ms);
+    if route == "recommend" {
+        // A recommendation has no side effect, so a late one is simply
+        // abandoned. Its arithmetic (about a millisecond) never yields, so
+        // in practice the deadline bounds the wait for its body.
+        let deadline = Duration::from_millis(app.cfg.request_timeout_ms);
+        let answer = async {
+            let body = read_body(req, app.cfg.max_body_bytes, body_timeout).await?;
+            let t = &app.tenants[tenant];
+            guarded(|| api::recommend(t, app.cfg.max_k, &body))
+        };
+        let value = tokio::time::timeout(deadline, answer).await.map_err(|_| {
+            ApiError::new(
+                503,
+                "deadline",
+                format!(
+                    "no answer within {} ms of the request's headers",
+                    app.cfg.request_timeout_ms
+                ),
+            )
+        })??;
+        return Ok(with_variant(json_response(200, &value), &value));
+    }
+    let body = read_body(req, app.cfg.max_body_bytes, body_timeout).await?;
     let app2 = app.clone();
     let tenant = tenant.to_string();
-    let work = move || -> std::result::Result<Value, ApiError> {
+    // Updates copy the pool and reloads read a bundle from disk: off the
+    // request workers. They are always awaited, with no deadline, so the
+    // answer says what was applied.
+    let value = tokio::task::spawn_blocking(move || {
         let t = &app2.tenants[&tenant];
-        // A bug must cost one request, never the server.
-        std::panic::catch_unwind(AssertUnwindSafe(|| match route {
-            "recommend" => api::recommend(t, app2.cfg.max_k, &body),
+        guarded(|| match route {
             "items" => api::items(t, &body),
             "availability" => api::availability(t, &body),
             _ => api::reload(t, &body),
-        }))
-        .unwrap_or_else(|_| {
-            Err(ApiError::new(
-                500,
-                "internal",
-                "the request failed inside the server; it keeps serving",
-            ))
         })
-    };
-    let value = if route == "recommend" {
-        // About a millisecond of arithmetic: cheaper on this worker than
-        // handing it to another thread.
-        work()?
-    } else {
-        // Updates copy the pool and reloads read a bundle from disk: off
-        // the request workers.
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| ApiError::new(500, "internal", "the update task failed"))??
-    };
-    let mut resp = json_response(200, &value);
-    // The variant that answered, for the metrics (not sent to the client:
-    // the body already says it).
+    })
+    .await
+    .map_err(|_| ApiError::new(500, "internal", "the update task failed"))??;
+    Ok(json_response(200, &value))
+}
+
+/// `work`, with a panic turned into a 500: a bug must cost one request,
+/// never the server.
+fn guarded(
+    work: impl FnOnce() -> std::result::Result<Value, ApiError>,
+) -> std::result::Result<Value, ApiError> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(ApiError::new(
+            500,
+            "internal",
+            "the request failed inside the server; it keeps serving",
+        ))
+    })
+}
+
+/// `resp` marked with the A/B variant `value` says answered, for the
+/// metrics (not sent to the client: the body already says it).
+fn with_variant(mut resp: Response<Full<Bytes>>, value: &Value) -> Response<Full<Bytes>> {
     let variant = match value.get("variant").and_then(Value::as_str) {
         Some("a") => Some("a"),
         Some("b") => Some("b"),
@@ -429,9 +454,8 @@ async fn tenant_route(
     if let Some(v) = variant {
         resp.extensions_mut().insert(Variant(v));
     }
-    Ok(resp)
+    resp
 }
-
 /// The A/B variant that answered a request.
 #[derive(Clone, Copy)]
 struct Variant(&'static str);

@@ -43,8 +43,10 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve { config } => {
             let cfg = recforge_serve::Config::load(&config)?;
-            let signals = recforge_serve::StopSignals::install()?;
             let server = recforge_serve::start(cfg)?;
+            // After start: a signal while the bundles load still ends the
+            // process at once.
+            let signals = recforge_serve::StopSignals::install()?;
             eprintln!(
                 "recforge-serve: listening on http://{} (tenants: {})",
                 server.addr,

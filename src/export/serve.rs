@@ -85,16 +85,22 @@ impl Server {
     /// customer's attribute codes (two-tower only).
     fn inputs(&self, ds: &Dataset, hist: &History, user: u32, day: i64) -> Inputs {
         let (items, days) = hist.as_of(user, day);
-        let history = items.iter().map(|&i| self.item_of[i as usize]).collect();
+        let pool_ids = |items: &[u32]| items.iter().map(|&i| self.item_of[i as usize]).collect();
         match &self.engine.model {
             Model::SasRec(_) => Inputs {
-                history,
+                history: pool_ids(items),
                 days_ago: Vec::new(),
                 codes: Vec::new(),
             },
-            Model::TwoTower(_) => Inputs {
-                history,
-                days_ago: days.iter().map(|&x| (day - x) as f64).collect(),
+            // The tower pools the last `history_len` purchases, and every
+            // article of the dataset is in this server's pool: the older
+            // ones need not be passed.
+            Model::TwoTower(t) => Inputs {
+                history: pool_ids(&items[items.len().saturating_sub(t.spec.history_len.max(1))..]),
+                days_ago: days[days.len().saturating_sub(t.spec.history_len.max(1))..]
+                    .iter()
+                    .map(|&x| (day - x) as f64)
+                    .collect(),
                 codes: self
                     .user_codes
                     .iter()

@@ -214,17 +214,30 @@ impl Engine {
                         got: c.days_ago.len(),
                     });
                 }
-                let known: Vec<(&[f32], f64)> = c
+                // Only the most recent `history_len` purchases the pool holds
+                // are pooled (without pooling, one says the customer is
+                // known): the scan stops there instead of reading the
+                // whole history.
+                let pooling = t.spec.history != HistoryPool::None;
+                let need = if pooling {
+                    t.spec.history_len.max(1)
+                } else {
+                    1
+                };
+                let mut known: Vec<(&[f32], f64)> = c
                     .history
                     .iter()
                     .zip(c.days_ago)
+                    .rev()
                     .filter_map(|(&p, &ago)| Some((snap.vector_of(p)?, ago)))
+                    .take(need)
                     .collect();
+                known.reverse();
                 if known.is_empty() {
                     return Ok(None);
                 }
                 let d = t.d_model();
-                let pooled = if t.spec.history == HistoryPool::None {
+                let pooled = if !pooling {
                     None
                 } else {
                     let known = &known[known.len().saturating_sub(t.spec.history_len)..];

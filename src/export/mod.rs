@@ -16,7 +16,6 @@
 pub mod serve;
 pub mod serving_data;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Module;
@@ -89,20 +88,16 @@ fn read_parts(run_dir: &Path) -> Result<BundleParts> {
 ///
 /// burn fills the header's `__metadata__` from a hash map, so the same
 /// weights exported twice gave files (and manifest sha256s, and served
-/// `model_version`s) that differed in key order alone. The header keeps its
-/// length (padded with spaces, which the format allows), so the tensor
-/// offsets and data are untouched. None if the header does not parse.
+/// `model_version`s) that differed in key order alone. serde_json's maps
+/// are sorted (its `preserve_order` feature is off in this tree; the test
+/// below fails if a dependency ever turns it on), so parsing and writing
+/// the header back sorts every level. The header keeps its length (padded
+/// with spaces, which the format allows), so the tensor offsets and data
+/// are untouched. None if the header does not parse or comes out longer.
 fn canonical_header(bytes: &[u8]) -> Option<Vec<u8>> {
     let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
     let header = bytes.get(8..8usize.checked_add(n)?)?;
-    let mut fields: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
-    for value in fields.values_mut() {
-        if let serde_json::Value::Object(map) = value {
-            let sorted: BTreeMap<String, serde_json::Value> =
-                std::mem::take(map).into_iter().collect();
-            *map = sorted.into_iter().collect();
-        }
-    }
+    let fields: serde_json::Value = serde_json::from_slice(header).ok()?;
     let mut text = serde_json::to_vec(&fields).ok()?;
     if text.len() > n {
         return None;

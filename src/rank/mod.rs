@@ -111,7 +111,7 @@ impl Ranker {
             .collect();
         let bonus = ln_price
             .iter()
-            .map(|&l| objective.value(0.0, alpha, f64::from(l)))
+            .map(|&l| objective.bonus(alpha, f64::from(l)))
             .collect();
         let mut sales = vec![0u32; ds.items.len()];
         let mut first_day = vec![None; ds.items.len()];

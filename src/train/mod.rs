@@ -191,7 +191,7 @@ fn run<T: Report>(
             // Checkpointing time is estimated by the previous epoch's share.
             l.wall_s = epoch_wall;
         }
-        lp.checkpoint(&model, &optim, &state, epoch)?;
+        lp.checkpoint(&model, &optim, &state)?;
         eprintln!("{line} [{} elapsed]", clock(state.elapsed_s));
         if exp.train.patience > 0 && state.bad_evals >= exp.train.patience {
             stop_reason = Some(format!("no improvement in {} evaluations", state.bad_evals));
@@ -391,15 +391,16 @@ impl<T: Task> Loop<'_, T> {
         state.epoch = epoch;
         state.history.push(log);
         if let Some(v) = &valid {
-            line += &self.select(state, v, epoch);
+            line += &self.select(state, v);
         }
         Ok(line)
     }
 
-    /// Model selection on a validation result: marks epoch `epoch` the best
-    /// when the selection metric improved, else counts a bad evaluation.
+    /// Model selection on a validation result: marks the epoch just run
+    /// (`state.epoch`) the best when the selection metric improved, else
+    /// counts a bad evaluation.
     /// Returns the log line's validation part.
-    fn select(&self, state: &mut TrainState, v: &EvalResult, epoch: usize) -> String {
+    fn select(&self, state: &mut TrainState, v: &EvalResult) -> String {
         let exp = self.exp;
         let selection = exp.eval.metric;
         let value = v.get(exp.eval.select_masked, selection).unwrap_or(f64::NAN);
@@ -421,7 +422,7 @@ impl<T: Task> Loop<'_, T> {
         }
         if state.best_value.is_none_or(|b| value > b) {
             state.best_value = Some(value);
-            state.best_epoch = Some(epoch);
+            state.best_epoch = Some(state.epoch);
             state.bad_evals = 0;
             line += " *";
         } else {
@@ -437,9 +438,8 @@ impl<T: Task> Loop<'_, T> {
         model: &T::Model,
         optim: &ModuleOptimizer,
         state: &TrainState,
-        epoch: usize,
     ) -> Result<()> {
-        if state.best_epoch == Some(epoch) {
+        if state.best_epoch == Some(state.epoch) {
             checkpoint::save_best(&self.opt.run_dir.join("best"), &model.valid(), state)?;
         }
         checkpoint::save(

@@ -37,12 +37,21 @@ pub enum Objective {
 }
 
 impl Objective {
+    /// What this objective adds to a model score for an item of log price
+    /// `ln_price`.
+    pub fn bonus(self, alpha: f64, ln_price: f64) -> f32 {
+        match self {
+            Objective::Purchase => 0.0,
+            Objective::Revenue => (alpha * ln_price) as f32,
+        }
+    }
+
     /// What an item with model score `score` and log price `ln_price` is
     /// worth under this objective.
     pub fn value(self, score: f32, alpha: f64, ln_price: f64) -> f32 {
         match self {
             Objective::Purchase => score,
-            Objective::Revenue => score + (alpha * ln_price) as f32,
+            Objective::Revenue => score + self.bonus(alpha, ln_price),
         }
     }
 }
@@ -391,6 +400,7 @@ mod tests {
         assert_eq!(read("revenue").unwrap(), Objective::Revenue);
         assert!(read("clicks").is_err());
         assert_eq!(Objective::Purchase.value(1.5, 2.0, 3.0), 1.5);
+        assert_eq!(Objective::Purchase.bonus(2.0, 3.0), 0.0);
         assert!((Objective::Revenue.value(1.5, 2.0, 3.0) - 7.5).abs() < 1e-6);
     }
 }

@@ -240,14 +240,11 @@ pub fn candidates(
         "# Candidate sources on `{}`, last week\n\nFitted on everything before the last {target_days} days; {} buyers in the period. Sizes: `{}`.\n\n{}",
         ds.meta.name,
         r.customers,
-        serde_json::to_string(cfg).map_err(|e| Error::Runtime(e.to_string()))?,
+        serde_json::to_string(cfg).expect("a candidate config serialises"),
         r.markdown()
     );
     if let Some(path) = out {
-        write_atomic(path.with_extension("md"), md.as_bytes())?;
-        let json = serde_json::to_vec_pretty(&serde_json::json!({"config": cfg, "report": r}))
-            .map_err(|e| Error::Runtime(e.to_string()))?;
-        write_atomic(path.with_extension("json"), &json)?;
+        write_md_json(path, &md, &serde_json::json!({"config": cfg, "report": r}))?;
     }
     Ok(md)
 }
@@ -300,11 +297,16 @@ pub fn compare(
         seed,
     )?;
     if let Some(path) = out {
-        write_atomic(path.with_extension("md"), c.markdown().as_bytes())?;
-        let json = serde_json::to_vec_pretty(&c).map_err(|e| Error::Runtime(e.to_string()))?;
-        write_atomic(path.with_extension("json"), &json)?;
+        write_md_json(path, &c.markdown(), &c)?;
     }
     Ok(c)
+}
+
+/// A report as `path.md` and its data as `path.json`, each atomically.
+fn write_md_json(path: &Path, md: &str, data: &impl serde::Serialize) -> Result<()> {
+    write_atomic(path.with_extension("md"), md.as_bytes())?;
+    let json = serde_json::to_vec_pretty(data).expect("reports serialise");
+    write_atomic(path.with_extension("json"), &json)
 }
 
 /// Which run `train` starts or continues.

@@ -93,8 +93,13 @@ experiment = "{}"
 set = ["optim.lr={ranker_lr}"]
 [candidates]
 two_tower = 20
+sasrec = 20
 [objective]
 kind = "purchase"
+[trees]
+weeks = 2
+max_rounds = 60
+patience = 20
 "#,
             synth.display(),
             tt.display(),
@@ -127,10 +132,16 @@ kind = "purchase"
         "{results}"
     );
     assert!(results.contains("A/B against the best baseline"));
-    // The second stage was fitted on the week before and is compared
-    // with the ranker's score alone.
-    assert!(results.contains("## The blender"), "{results}");
-    assert!(results.contains("ranker score alone (A) against the blend (B)"));
+    // The second stage was trained on the weeks before the validation
+    // week, and the served trees are compared with the logistic blender
+    // and the ranker's score alone.
+    assert!(results.contains("## The second stage"), "{results}");
+    assert!(results.contains("## The logistic blender"), "{results}");
+    assert!(results.contains("the logistic blender (A) against the served ranking (B)"));
+    assert!(results.contains("the ranker's score alone (A) against the served ranking (B)"));
+    assert!(results.contains("trees without the SASRec features"));
+    assert!(results.contains("| `rank_sasrec` |"), "{results}");
+    assert!(run_dir.join("second-stage-tiny.txt").exists());
     // The pipeline's per-customer metrics pair up with another run's.
     let mine = recforge::eval::compare::PerCustomer::read(&run_dir.join("per-customer-tiny.json"))
         .unwrap();
@@ -183,18 +194,19 @@ kind = "purchase"
         ]
     );
 
-    // Switching the second stage off reruns only the ranking and the
-    // submission, and the submission is then ordered by the ranker's
-    // score: the blender is what the first submission was ordered by.
-    let with_blend = bytes(third.submission.as_ref().unwrap());
+    // Switching the trees off reruns only the ranking and the
+    // submission, and the submission is then ordered by the blender: the
+    // trees are what the first submission was ordered by.
+    let with_trees = bytes(third.submission.as_ref().unwrap());
     let mut plain = cfg.clone();
-    plain.blend.enabled = false;
+    plain.trees.enabled = false;
     let off = run(&plain, &run_dir, &report).unwrap();
     assert_eq!(reran(&off), ["rank-tiny", "submission-tiny"]);
     let without = bytes(off.submission.as_ref().unwrap());
-    assert_ne!(with_blend, without);
+    assert_ne!(with_trees, without);
     let results = std::fs::read_to_string(report.join("results.md")).unwrap();
-    assert!(!results.contains("## The blender"), "{results}");
+    assert!(!results.contains("## The second stage"), "{results}");
+    assert!(results.contains("## The logistic blender"), "{results}");
 }
 
 #[test]

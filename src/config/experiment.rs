@@ -66,6 +66,11 @@ pub struct DataConfig {
     /// Two-tower: only purchases in the last this many days of training are
     /// targets (histories still reach back to the start); 0 = all.
     pub sample_days: u32,
+    /// The last this many days of the data are dropped before splitting
+    /// (0 = none): the model never sees them, not even as its test period.
+    /// `recforge run` sets it so that the second stage trains on weeks the
+    /// models did not train on.
+    pub holdout_days: u32,
 }
 
 impl DataConfig {
@@ -87,6 +92,7 @@ impl Default for DataConfig {
             max_len: 50,
             window_stride: 0,
             sample_days: 0,
+            holdout_days: 0,
         }
     }
 }

@@ -154,6 +154,11 @@ pub fn split(ds: &Dataset, kind: SplitKind, target_days: u32) -> Result<Split> {
     Ok(s)
 }
 
+/// The day of the latest purchase (None: no purchases).
+pub fn last_day(ds: &Dataset) -> Option<i64> {
+    (0..ds.inter.len()).map(|r| ds.day(r)).max()
+}
+
 /// Interaction rows before `day` only: what was known when serving on it.
 pub fn before(ds: &Dataset, day: i64) -> Dataset {
     let mut past = ds.clone();

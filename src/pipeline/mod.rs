@@ -22,7 +22,8 @@ use crate::data::split::SplitKind;
 use crate::error::{Error, Result};
 use crate::rank::blend::{BlendConfig, Blender};
 use crate::rank::candidates::{CandidateConfig, RecallReport};
-use crate::rank::{Objective, Ranker};
+use crate::rank::gbdt::TreeConfig;
+use crate::rank::{Objective, Ranker, Scorer, SecondStage};
 pub use steps::StepReport;
 use steps::{Steps, hash, hash_dir};
 
@@ -44,8 +45,12 @@ pub struct PipelineConfig {
     /// The pipeline's own random choices (the blender's negative sampling,
     /// the A/B bootstrap); the models' seeds are in their experiments.
     pub seed: u64,
-    /// The second ranking stage over the ranker's score and candidate features.
+    /// The logistic blender (the trees' linear ablation; served when the
+    /// trees are off).
     pub blend: BlendConfig,
+    /// The second stage: gradient-boosted trees over the candidate
+    /// features, trained on the weeks before the validation week.
+    pub trees: TreeConfig,
 }
 
 impl Default for PipelineConfig {
@@ -61,6 +66,7 @@ impl Default for PipelineConfig {
             submission: true,
             seed: 42,
             blend: BlendConfig::default(),
+            trees: TreeConfig::default(),
         }
     }
 }
@@ -119,6 +125,24 @@ impl PipelineConfig {
     fn target_days(&self) -> u32 {
         self.data.target_days.unwrap_or(7)
     }
+
+    /// Whether a second stage is trained (trees or the blender).
+    fn has_second_stage(&self) -> bool {
+        self.trees.enabled || self.blend.enabled
+    }
+
+    /// Days at the end of the data the model stages never see: the second
+    /// stage's training weeks, the validation week and the test week lie
+    /// there, less the one week the models early-stop on (the first
+    /// training week), so no feature the second stage learns from comes
+    /// from a model fitted on its label.
+    fn holdout_days(&self) -> u32 {
+        if self.has_second_stage() {
+            self.target_days() * self.trees.weeks.max(1)
+        } else {
+            0
+        }
+    }
 }
 
 /// What the rank step keeps for the submission step and the charts.
@@ -126,7 +150,9 @@ impl PipelineConfig {
 struct RankValue {
     /// MAP@12 of the pipeline's ranking on the test week.
     map: f64,
-    blender: Option<Blender>,
+    /// The second stage, whose served trees are in `trees_file`.
+    second: Option<SecondStage>,
+    trees_file: Option<PathBuf>,
     /// Recall of the candidates it ranked, by source.
     candidates: RecallReport,
 }
@@ -183,6 +209,8 @@ fn stage_experiment(cfg: &PipelineConfig, which: ModelStage, cache: &Path) -> Re
     let mut set = stage.set.clone();
     set.push(format!("data.cache=\"{}\"", cache.display()));
     set.push(format!("name=\"{name}\""));
+    // The pipeline owns the models' cut-off (see `holdout_days`).
+    set.push(format!("data.holdout_days={}", cfg.holdout_days()));
     let exp = Experiment::load(&stage.experiment, &set)?;
     if exp.model.kind != kind {
         return Err(Error::Config(format!(
@@ -276,8 +304,14 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     let (rk_bundle, rk_hash) =
         model_stage(&mut steps, run_dir, &data_hash, &rk_exp, ModelStage::Ranker)?;
 
-    let serve_cfg = serde_json::to_string(&(&cfg.candidates, &cfg.objective, &cfg.blend, cfg.seed))
-        .expect("serialises");
+    let serve_cfg = serde_json::to_string(&(
+        &cfg.candidates,
+        &cfg.objective,
+        &cfg.blend,
+        &cfg.trees,
+        cfg.seed,
+    ))
+    .expect("serialises");
     let rank_hash = hash(&[
         "rank",
         &data_hash,
@@ -293,13 +327,20 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     // The pipeline's per-customer metrics, for `recforge compare` against
     // another run on the same data (another objective, other settings).
     let per_customer = run_dir.join(format!("per-customer-{report_name}.json"));
+    let trees_file = run_dir.join(format!("second-stage-{report_name}.txt"));
     let settings = crate::rank::RankSettings {
         candidates: &cfg.candidates,
-        retrieval: (cfg.candidates.two_tower > 0).then_some(tt_bundle.as_path()),
+        retrieval: Some(tt_bundle.as_path()),
         ranker: &rk_bundle,
         objective: cfg.objective.kind,
         alpha: cfg.objective.alpha,
-        blend: Some((&cfg.blend, cfg.seed)),
+        second: cfg
+            .has_second_stage()
+            .then_some(crate::rank::SecondSettings {
+                blend: &cfg.blend,
+                trees: &cfg.trees,
+                seed: cfg.seed,
+            }),
     };
     let ranked = steps.run(
         &format!("rank-{report_name}"),
@@ -307,7 +348,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
         &[&results, &per_customer],
         || {
             let tp = crate::rank::rank_test_period(&ds, td, &settings)?;
-            rank_report(&tp, cfg.seed, report_dir, &per_customer)
+            rank_report(&tp, cfg.seed, report_dir, &per_customer, &trees_file)
         },
     )?;
 
@@ -317,7 +358,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
             &format!("submission-{report_name}"),
             &hash(&["submission", &rank_hash]),
             &[&path],
-            || submission(&ds, &settings, ranked.blender.clone(), &path),
+            || submission(&ds, &settings, &ranked, &path),
         )?;
         Some(path)
     } else {
@@ -400,74 +441,106 @@ fn baselines_step(
 
 /// The rank step's report: the test-period table with the candidate
 /// sources, the A/B of what is served against the best baseline and, with
-/// a blender, its coefficients and its A/B against the score alone; and
-/// the served ranking's per-customer metrics.
+/// a second stage, its models, feature importance and A/Bs against the
+/// logistic blender and the score alone; the served ranking's per-customer
+/// metrics; and the served trees in `trees_file`.
 fn rank_report(
     tp: &crate::rank::TestPeriod,
     seed: u64,
     report_dir: &Path,
     per_customer: &Path,
+    trees_file: &Path,
 ) -> Result<RankValue> {
+    use crate::rank::System;
     let (served, best) = (tp.served(), tp.best_baseline());
     let per = &tp.per_customer;
     let ab = crate::eval::compare::compare(&per[best], &per[served], 2000, seed)?;
     let mut t = tp.table.clone();
-    let (sources, blender) = (&tp.candidates, &tp.blender);
+    let sources = &tp.candidates;
     t.notes = format!(
         "## Candidate sources\n\n{}\n## A/B against the best baseline\n\n{}",
         sources.markdown(),
         ab.markdown().replacen("# ", "### ", 1)
     );
-    // What the candidate features add over the ranker's score alone.
-    let features_ab = match blender {
-        Some(b) => {
-            let score = tp.row(crate::rank::System::Score).expect("always scored");
-            let c = crate::eval::compare::compare(&per[score], &per[served], 2000, seed)?;
+    // The served system against each simpler second stage it replaces.
+    let mut abs = serde_json::Map::new();
+    for (other, title) in [
+        (System::Blend, "the logistic blender"),
+        (System::Score, "the ranker's score alone"),
+    ] {
+        if let Some(row) = tp.row(other)
+            && row != served
+        {
+            let c = crate::eval::compare::compare(&per[row], &per[served], 2000, seed)?;
             t.notes += &format!(
-                "\n## The blender\n\n{}\n### A/B: ranker score alone (A) against the blend (B)\n\n{}",
-                b.markdown(),
-                c.markdown().replacen("# ", "#### ", 1)
+                "\n## A/B: {title} (A) against the served ranking (B)\n\n{}",
+                c.markdown().replacen("# ", "### ", 1)
             );
-            Some(c)
+            abs.insert(
+                format!("{other:?}"),
+                serde_json::to_value(&c).expect("serialises"),
+            );
+        }
+    }
+    let trees_written = match &tp.second {
+        Some(st) => {
+            if !st.models.is_empty() {
+                t.notes += &format!("\n## The second stage\n\n{}", st.markdown());
+            }
+            if let Some(b) = &st.blender {
+                t.notes += &format!("\n## The logistic blender\n\n{}", b.markdown());
+            }
+            if st.text.is_empty() {
+                None
+            } else {
+                crate::util::fsutil::write_atomic(trees_file, st.text.as_bytes())?;
+                Some(trees_file.to_path_buf())
+            }
         }
         None => None,
     };
     t.extra = serde_json::json!({
         "candidates": sources,
         "ab": ab,
-        "blender": blender,
-        "ab_features": features_ab,
+        "ab_served_against": abs,
+        "second_stage": tp.second,
     });
     std::fs::create_dir_all(report_dir).map_err(|e| Error::io(report_dir, e))?;
     t.write(report_dir, "results")?;
     per[served].write(per_customer)?;
     Ok(RankValue {
         map: t.rows[served].metrics[0].map,
-        blender: blender.clone(),
+        second: tp.second.clone(),
+        trees_file: trees_written,
         candidates: sources.clone(),
     })
 }
 
 /// The submission for the week after the data: candidates of every
-/// customer as of the day after the last, ordered by the blender fitted on
-/// the validation week (the test week is the one the history now ends
-/// with). Returns the rows written.
+/// customer as of the day after the last, ordered by the second stage
+/// trained for the test period (the trees, else the blender, else the
+/// ranker's score). Returns the rows written.
 fn submission(
     ds: &Dataset,
     settings: &crate::rank::RankSettings,
-    blender: Option<Blender>,
+    ranked: &RankValue,
     path: &Path,
 ) -> Result<usize> {
-    let all = crate::data::split::time_order(ds);
-    let end = all.last().map(|&r| ds.day(r)).unwrap_or(0);
-    let mut ranker = Ranker::new(ds, &all, end + 1, settings)?;
-    ranker.blender = blender;
+    let end = crate::data::split::last_day(ds).unwrap_or(0);
+    let ranker = Ranker::new(ds, end + 1, settings)?;
+    let trees = match &ranked.trees_file {
+        Some(f) => Some(recforge_infer::trees::Trees::load(f)?),
+        None => None,
+    };
+    let blender: Option<&Blender> = ranked.second.as_ref().and_then(|s| s.blender.as_ref());
+    let scorer = match (&trees, blender) {
+        (Some(t), _) => Scorer::Trees(t, ranked.second.as_ref().map_or(1.0, |s| s.negative_rate)),
+        (None, Some(b)) => Scorer::Blender(b),
+        (None, None) => Scorer::Score,
+    };
     let check = crate::submit::file::write(ds, path, 8192, |chunk| {
-        Ok(ranker
-            .rank(chunk, false)?
-            .into_iter()
-            .map(|r| r.ranked)
-            .collect())
+        let prepared = ranker.prepare(chunk, false)?;
+        Ok(prepared.iter().map(|p| ranker.order(p, scorer)).collect())
     })?;
     Ok(check.rows)
 }

@@ -71,8 +71,8 @@ pub(super) fn plots(
     let mut bars: Vec<(String, f64)> = candidates
         .sources
         .iter()
-        .filter(|(_, _, per_customer)| *per_customer > 0.0)
-        .map(|(name, recall, _)| (name.clone(), *recall))
+        .filter(|s| s.size > 0.0)
+        .map(|s| (s.name.clone(), s.recall))
         .collect();
     bars.push(("union".into(), candidates.union_recall));
     let svg = crate::eval::plot::bar_chart(

@@ -1,13 +1,13 @@
-//! The second stage of ranking: a logistic regression over each candidate's
+//! The linear second stage: a logistic regression over each candidate's
 //! ranker score, the sources that proposed it and a few simple features
 //! (the customer's own purchases of it, its recent sales, its price against
 //! what the customer pays, its age on sale). The sequential ranker sees
 //! only the purchase sequence; this is where "proposed by co-purchase and
 //! bought twice last month" gets its weight.
 //!
-//! It is fitted on the week before the evaluated one (candidates and
-//! scores as of that week's first day, label = bought in that week), so the
-//! test week is never seen. Negatives are subsampled per customer: with a
+//! It is the trees' ablation: fitted on the same training weeks as the
+//! trees (candidates and scores as of each week's first day, label = bought
+//! in that week), so the test week is never seen. Negatives are subsampled per customer: with a
 //! uniform rate the coefficients are unbiased and only the intercept
 //! shifts by ln(rate), which is corrected, so probabilities stay
 //! calibrated for the revenue objective.
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::rank::candidates::Source;
+use crate::rank::features;
 use crate::util::rng::Rng;
 
 /// The features of one (customer, candidate) pair; a [`Row`] holds them in
@@ -34,6 +35,7 @@ pub enum Feature {
     FromCoPurchase,
     FromSameProduct,
     FromTwoTower,
+    FromSasrec,
     TwoTowerReciprocalRank,
     OwnPurchases,
     OwnRecency,
@@ -44,7 +46,7 @@ pub enum Feature {
 
 impl Feature {
     /// Every feature, in row order.
-    pub const ALL: [Feature; 14] = [
+    pub const ALL: [Feature; 15] = [
         Feature::RankerScore,
         Feature::RankerLogSoftmax,
         Feature::FromRepurchase,
@@ -53,6 +55,7 @@ impl Feature {
         Feature::FromCoPurchase,
         Feature::FromSameProduct,
         Feature::FromTwoTower,
+        Feature::FromSasrec,
         Feature::TwoTowerReciprocalRank,
         Feature::OwnPurchases,
         Feature::OwnRecency,
@@ -72,6 +75,7 @@ impl Feature {
             Feature::FromCoPurchase => "source: co-purchase",
             Feature::FromSameProduct => "source: same-product",
             Feature::FromTwoTower => "source: two-tower",
+            Feature::FromSasrec => "source: sasrec",
             Feature::TwoTowerReciprocalRank => "two-tower reciprocal rank",
             Feature::OwnPurchases => "ln(1 + own purchases of it)",
             Feature::OwnRecency => "own purchase recency: 0.5^(days / 14)",
@@ -90,6 +94,7 @@ impl Feature {
             Source::CoPurchase => Feature::FromCoPurchase,
             Source::SameProduct => Feature::FromSameProduct,
             Source::TwoTower => Feature::FromTwoTower,
+            Source::Sasrec => Feature::FromSasrec,
         }
     }
 
@@ -102,6 +107,27 @@ impl Feature {
 pub const N: usize = Feature::ALL.len();
 
 pub type Row = [f32; N];
+
+/// The blender's inputs, read off a candidate's full feature row (the
+/// registry's missing values become the neutral 0 a linear model needs).
+pub fn inputs(f: &features::Row) -> Row {
+    use features::Feature as F;
+    let get = |x: F| f[x.slot()];
+    let or0 = |v: f32| if v.is_finite() { v } else { 0.0 };
+    let mut r = [0.0f32; N];
+    r[Feature::RankerScore.slot()] = get(F::SasrecScore);
+    r[Feature::RankerLogSoftmax.slot()] = get(F::SasrecLogSoftmax);
+    for source in Source::ALL {
+        r[Feature::flag(source).slot()] = f32::from(u8::from(get(F::rank_of(source)).is_finite()));
+    }
+    r[Feature::TwoTowerReciprocalRank.slot()] = or0(1.0 / get(F::RankTwoTower));
+    r[Feature::OwnPurchases.slot()] = get(F::OwnCountAll).ln_1p();
+    r[Feature::OwnRecency.slot()] = or0(0.5f32.powf(get(F::OwnDaysSince) / 14.0));
+    r[Feature::RecentSales.slot()] = get(F::Sales7).ln_1p();
+    r[Feature::RelativeLnPrice.slot()] = or0(get(F::PriceGap));
+    r[Feature::DaysOnSale.slot()] = or0(get(F::DaysOnSale).max(0.0).ln_1p());
+    r
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -141,11 +167,11 @@ pub struct Blender {
 /// Training rows drawn from one customer's candidates: every positive and
 /// up to `negatives` negatives, uniformly. Returns the rows, their labels,
 /// and how many negatives there were before sampling.
-pub fn sample(
-    rows: &[(Row, bool)],
+pub fn sample<R: Copy>(
+    rows: &[(R, bool)],
     negatives: usize,
     rng: &mut Rng,
-) -> (Vec<Row>, Vec<bool>, usize) {
+) -> (Vec<R>, Vec<bool>, usize) {
     let neg: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].1).collect();
     let mut pick = neg.clone();
     if pick.len() > negatives {

@@ -30,6 +30,8 @@ pub struct CandidateConfig {
     pub copurchase: usize,
     pub same_product: usize,
     pub two_tower: usize,
+    /// The sequential ranker's top K over the whole catalogue.
+    pub sasrec: usize,
     /// Co-purchase counts baskets (a customer's purchases of one day) of
     /// the last this many days.
     pub copurchase_days: i64,
@@ -45,6 +47,19 @@ impl CandidateConfig {
         let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
         toml::from_str(&text).map_err(|e| crate::Error::invalid(path, e.to_string()))
     }
+
+    /// The configured size of `source`'s list.
+    pub fn size(&self, source: Source) -> usize {
+        match source {
+            Source::Repurchase => self.repurchase,
+            Source::Popular => self.popular,
+            Source::AgePopular => self.age_popular,
+            Source::CoPurchase => self.copurchase,
+            Source::SameProduct => self.same_product,
+            Source::TwoTower => self.two_tower,
+            Source::Sasrec => self.sasrec,
+        }
+    }
 }
 
 impl Default for CandidateConfig {
@@ -56,6 +71,7 @@ impl Default for CandidateConfig {
             copurchase: 24,
             same_product: 12,
             two_tower: 50,
+            sasrec: 0,
             copurchase_days: 56,
             seeds: 8,
         }
@@ -63,7 +79,7 @@ impl Default for CandidateConfig {
 }
 
 /// A candidate source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
     Repurchase,
     Popular,
@@ -71,17 +87,20 @@ pub enum Source {
     CoPurchase,
     SameProduct,
     TwoTower,
+    Sasrec,
 }
 
 impl Source {
-    /// Every source, in report order.
-    pub const ALL: [Source; 6] = [
+    /// Every source, in report order (also the order a candidate's sources
+    /// are tried in).
+    pub const ALL: [Source; 7] = [
         Source::Repurchase,
         Source::Popular,
         Source::AgePopular,
         Source::CoPurchase,
         Source::SameProduct,
         Source::TwoTower,
+        Source::Sasrec,
     ];
 
     /// The name reports give it.
@@ -93,12 +112,17 @@ impl Source {
             Source::CoPurchase => "co-purchase",
             Source::SameProduct => "same-product",
             Source::TwoTower => "two-tower",
+            Source::Sasrec => "sasrec",
         }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
     }
 }
 
 /// The set of sources that proposed a candidate (a bit per source, so a
-/// candidate list stays a flat vector of pairs).
+/// candidate list stays a flat vector).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sources(u8);
 
@@ -114,22 +138,69 @@ impl Sources {
     pub fn contains(self, source: Source) -> bool {
         self.0 & (1 << source as u8) != 0
     }
+
+    pub fn len(self) -> u32 {
+        self.0.count_ones()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
 }
 
-/// One customer's candidates: (item, the sources that proposed it), in
-/// first-proposed order.
-pub type List = Vec<(u32, Sources)>;
+/// One candidate: the item, which sources proposed it and at what rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub item: u32,
+    pub sources: Sources,
+    /// 1-based rank within each source's list ([`Source::index`]); 0 where
+    /// the source did not propose it.
+    pub ranks: [u16; Source::ALL.len()],
+}
+
+impl Candidate {
+    /// Its rank in `source`'s list, if that source proposed it.
+    pub fn rank(&self, source: Source) -> Option<u16> {
+        let r = self.ranks[source.index()];
+        (r > 0).then_some(r)
+    }
+
+    /// Its best rank over the sources that proposed it.
+    pub fn best_rank(&self) -> u16 {
+        self.ranks
+            .iter()
+            .copied()
+            .filter(|&r| r > 0)
+            .min()
+            .unwrap_or(u16::MAX)
+    }
+}
+
+/// One customer's candidates, in first-proposed order.
+pub type List = Vec<Candidate>;
+
+/// The model-made lists of one customer, for the sources that come from
+/// exported models (dataset item ids, best first).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModelLists<'a> {
+    pub two_tower: Option<&'a [u32]>,
+    pub sasrec: Option<&'a [u32]>,
+}
 
 /// What the sources are fitted on: one history (rows before the period).
 pub struct Generator {
     cfg: CandidateConfig,
     fitted: Fitted,
-    /// Per item: co-bought items, most often first.
-    neighbours: Vec<Vec<u32>>,
+    /// Per item: co-bought items with their basket counts, most often first.
+    neighbours: Vec<Vec<(u32, u32)>>,
     /// Per product code: its items by popularity.
     by_product: FxHashMap<u32, Vec<u32>>,
     product_of: Vec<u32>,
 }
+
+/// Co-purchase neighbours kept per item beyond the source's own size, so
+/// the co-purchase-strength feature sees more than the proposed ones.
+const NEIGHBOURS_KEPT: usize = 50;
 
 impl Generator {
     /// `rows` (time order) is the history the sources may use.
@@ -165,12 +236,13 @@ impl Generator {
             near[x as usize].push((y, c));
             near[y as usize].push((x, c));
         }
+        let keep = cfg.copurchase.max(NEIGHBOURS_KEPT);
         let neighbours = near
             .into_iter()
             .map(|mut v| {
                 v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                v.truncate(cfg.copurchase.max(1));
-                v.into_iter().map(|p| p.0).collect()
+                v.truncate(keep);
+                v
             })
             .collect();
         let product_of: Vec<u32> = ds
@@ -205,10 +277,14 @@ impl Generator {
         }
     }
 
+    pub fn config(&self) -> &CandidateConfig {
+        &self.cfg
+    }
+
     /// The customer's most recent distinct articles (at most
     /// `cfg.seeds`, most recent first): what co-purchase and same-product
     /// start from.
-    fn seeds(&self, user: u32) -> Vec<u32> {
+    pub fn seeds(&self, user: u32) -> Vec<u32> {
         let mut seeds = Vec::new();
         for &i in self.fitted.history(user).0.iter().rev() {
             if seeds.len() >= self.cfg.seeds.max(1) {
@@ -221,19 +297,48 @@ impl Generator {
         seeds
     }
 
-    /// The union of every enabled source for `user`; `two_tower` is the
-    /// model's list for this customer, when that source is on.
-    pub fn candidates(&self, user: u32, two_tower: Option<&[u32]>) -> List {
+    /// Per item co-bought with any of `seeds`: (sum, max) of the basket
+    /// counts over the seeds.
+    pub fn copurchase_strength(&self, seeds: &[u32]) -> FxHashMap<u32, (u32, u32)> {
+        let mut out: FxHashMap<u32, (u32, u32)> = FxHashMap::default();
+        for &s in seeds {
+            for &(i, c) in &self.neighbours[s as usize] {
+                let e = out.entry(i).or_default();
+                e.0 += c;
+                e.1 = e.1.max(c);
+            }
+        }
+        out
+    }
+
+    /// The union of every enabled source for `user`; `models` holds the
+    /// model-made lists for this customer, when those sources are on.
+    pub fn candidates(&self, user: u32, models: ModelLists) -> List {
         let c = &self.cfg;
         let mut out: List = Vec::new();
         let mut slot: FxHashMap<u32, usize> = FxHashMap::default();
         let mut add = |items: &mut dyn Iterator<Item = u32>, source: Source, n: usize| {
-            for i in items.take(n) {
+            for (k, i) in items.take(n).enumerate() {
+                let rank = u16::try_from(k + 1).unwrap_or(u16::MAX);
                 match slot.get(&i) {
-                    Some(&s) => out[s].1.insert(source),
+                    Some(&s) => {
+                        let cand = &mut out[s];
+                        // A source may repeat an item (same product of two
+                        // seeds); its first rank counts.
+                        if !cand.sources.contains(source) {
+                            cand.sources.insert(source);
+                            cand.ranks[source.index()] = rank;
+                        }
+                    }
                     None => {
                         slot.insert(i, out.len());
-                        out.push((i, Sources::of(source)));
+                        let mut ranks = [0u16; Source::ALL.len()];
+                        ranks[source.index()] = rank;
+                        out.push(Candidate {
+                            item: i,
+                            sources: Sources::of(source),
+                            ranks,
+                        });
                     }
                 }
             }
@@ -260,13 +365,16 @@ impl Generator {
         if c.copurchase > 0 {
             // Round-robin over the seeds, so the most recent one cannot take
             // every slot.
-            let lists: Vec<&Vec<u32>> = seeds
+            let lists: Vec<&[(u32, u32)]> = seeds
                 .iter()
-                .map(|&s| &self.neighbours[s as usize])
+                .map(|&s| {
+                    let l = &self.neighbours[s as usize];
+                    &l[..l.len().min(c.copurchase)]
+                })
                 .collect();
             let depth = lists.iter().map(|l| l.len()).max().unwrap_or(0);
             let mut merged =
-                (0..depth).flat_map(|k| lists.iter().filter_map(move |l| l.get(k).copied()));
+                (0..depth).flat_map(|k| lists.iter().filter_map(move |l| l.get(k).map(|p| p.0)));
             add(&mut merged, Source::CoPurchase, c.copurchase);
         }
         if c.same_product > 0 {
@@ -282,13 +390,21 @@ impl Generator {
             add(&mut same, Source::SameProduct, c.same_product);
         }
         if c.two_tower > 0
-            && let Some(list) = two_tower
+            && let Some(list) = models.two_tower
         {
             add(&mut list.iter().copied(), Source::TwoTower, c.two_tower);
+        }
+        if c.sasrec > 0
+            && let Some(list) = models.sasrec
+        {
+            add(&mut list.iter().copied(), Source::Sasrec, c.sasrec);
         }
         out
     }
 }
+
+/// The list sizes the report gives recall at.
+pub const RECALL_AT: [usize; 4] = [50, 100, 200, 300];
 
 /// Per-source and union recall of the target period's purchases.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,10 +412,26 @@ pub struct RecallReport {
     pub customers: usize,
     /// Distinct (customer, article) purchases in the period.
     pub purchases: usize,
-    /// (source, share of purchases it contains, its mean list size).
-    pub sources: Vec<(String, f64, f64)>,
+    pub sources: Vec<SourceRecall>,
     pub union_recall: f64,
     pub mean_candidates: f64,
+    /// Recall of the union cut to its first N candidates (N of
+    /// [`RECALL_AT`]), the union ordered by each candidate's best rank in
+    /// any source (ties in source order): what N candidates per customer
+    /// would hold.
+    pub union_at: Vec<(usize, f64)>,
+}
+
+/// One source's share of the period's purchases.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceRecall {
+    pub name: String,
+    /// In its whole list.
+    pub recall: f64,
+    /// Its mean list size per customer.
+    pub size: f64,
+    /// In its first N (N of [`RECALL_AT`] up to the configured size).
+    pub at: Vec<(usize, f64)>,
 }
 
 /// The sources on the test period of the last-week split of `ds`: fitted
@@ -333,30 +465,51 @@ pub fn test_period_report(
         .users
         .par_iter()
         .enumerate()
-        .map(|(k, &u)| g.candidates(u, tt.as_ref().map(|t| t[k].as_slice())))
+        .map(|(k, &u)| {
+            let models = ModelLists {
+                two_tower: tt.as_ref().map(|t| t[k].as_slice()),
+                sasrec: None,
+            };
+            g.candidates(u, models)
+        })
         .collect();
-    Ok(recall(&targets, &lists))
+    Ok(recall(&targets, &lists, cfg))
 }
 
-pub fn recall(targets: &Targets, lists: &[List]) -> RecallReport {
-    let mut hits = [0usize; Source::ALL.len()];
-    let mut sizes = [0usize; Source::ALL.len()];
+pub fn recall(targets: &Targets, lists: &[List], cfg: &CandidateConfig) -> RecallReport {
+    const S: usize = Source::ALL.len();
+    let mut hits = [0usize; S];
+    let mut hits_at = [[0usize; RECALL_AT.len()]; S];
+    let mut union_at = [0usize; RECALL_AT.len()];
+    let mut sizes = [0usize; S];
     let (mut union_hits, mut purchases, mut total) = (0usize, 0usize, 0usize);
+    let mut order: Vec<(u16, usize, bool)> = Vec::new();
     for (truth, list) in targets.truth.iter().zip(lists) {
         purchases += truth.items.len();
         total += list.len();
-        for &(item, mask) in list {
-            let bought = truth.items.binary_search(&item).is_ok();
+        order.clear();
+        for (pos, cand) in list.iter().enumerate() {
+            let bought = truth.items.binary_search(&cand.item).is_ok();
             union_hits += usize::from(bought);
-            for (&source, (h, s)) in Source::ALL
-                .iter()
-                .zip(hits.iter_mut().zip(sizes.iter_mut()))
-            {
-                if mask.contains(source) {
-                    *s += 1;
-                    *h += usize::from(bought);
+            order.push((cand.best_rank(), pos, bought));
+            for source in Source::ALL {
+                let Some(rank) = cand.rank(source) else {
+                    continue;
+                };
+                let b = source.index();
+                sizes[b] += 1;
+                hits[b] += usize::from(bought);
+                for (n, &at) in RECALL_AT.iter().enumerate() {
+                    if usize::from(rank) <= at {
+                        hits_at[b][n] += usize::from(bought);
+                    }
                 }
             }
+        }
+        // Best rank first; on ties the earlier-proposed (earlier source).
+        order.sort_unstable();
+        for (n, &at) in RECALL_AT.iter().enumerate() {
+            union_at[n] += order.iter().take(at).filter(|o| o.2).count();
         }
     }
     let n = targets.len().max(1) as f64;
@@ -366,33 +519,63 @@ pub fn recall(targets: &Targets, lists: &[List]) -> RecallReport {
         purchases,
         sources: Source::ALL
             .iter()
-            .enumerate()
-            .map(|(b, source)| {
-                (
-                    source.name().to_string(),
-                    hits[b] as f64 / p,
-                    sizes[b] as f64 / n,
-                )
+            .map(|&source| {
+                let b = source.index();
+                SourceRecall {
+                    name: source.name().to_string(),
+                    recall: hits[b] as f64 / p,
+                    size: sizes[b] as f64 / n,
+                    at: RECALL_AT
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &at)| at <= cfg.size(source))
+                        .map(|(k, &at)| (at, hits_at[b][k] as f64 / p))
+                        .collect(),
+                }
             })
             .collect(),
         union_recall: union_hits as f64 / p,
         mean_candidates: total as f64 / n,
+        union_at: RECALL_AT
+            .iter()
+            .zip(union_at)
+            .map(|(&at, h)| (at, h as f64 / p))
+            .collect(),
     }
 }
 
 impl RecallReport {
     pub fn markdown(&self) -> String {
+        let at_cols: String = RECALL_AT.iter().map(|n| format!(" @{n} |")).collect();
         let mut s = format!(
-            "| source | recall of the {} purchases | candidates per customer |\n|---|---:|---:|\n",
-            self.purchases
+            "Recall of the {} purchases: in each source's whole list, and in its first N (@N, for N up to \
+the source's size); the union's first N are its candidates ordered by their best rank in any source.\n\n\
+| source | recall |{at_cols} candidates per customer |\n|---|---:|{}---:|\n",
+            self.purchases,
+            "---:|".repeat(RECALL_AT.len())
         );
-        for (name, r, size) in &self.sources {
-            if *size > 0.0 {
-                s += &format!("| {name} | {r:.4} | {size:.1} |\n");
+        for src in &self.sources {
+            if src.size > 0.0 {
+                let cells: String = RECALL_AT
+                    .iter()
+                    .map(|n| match src.at.iter().find(|a| a.0 == *n) {
+                        Some((_, r)) => format!(" {r:.4} |"),
+                        None => " — |".to_string(),
+                    })
+                    .collect();
+                s += &format!(
+                    "| {} | {:.4} |{cells} {:.1} |\n",
+                    src.name, src.recall, src.size
+                );
             }
         }
+        let cells: String = self
+            .union_at
+            .iter()
+            .map(|(_, r)| format!(" **{r:.4}** |"))
+            .collect();
         s += &format!(
-            "| **union** | **{:.4}** | **{:.1}** |\n",
+            "| **union** | **{:.4}** |{cells} **{:.1}** |\n",
             self.union_recall, self.mean_candidates
         );
         s
@@ -456,8 +639,14 @@ mod tests {
             ..CandidateConfig::default()
         };
         let g = Generator::fit(&ds, &rows, &cfg);
-        let c = g.candidates(1, Some(&[4]));
-        let find = |i: u32| c.iter().find(|x| x.0 == i).map(|x| x.1);
+        let c = g.candidates(
+            1,
+            ModelLists {
+                two_tower: Some(&[4]),
+                sasrec: None,
+            },
+        );
+        let find = |i: u32| c.iter().find(|x| x.item == i).map(|x| x.sources);
         assert!(find(1).unwrap().contains(Source::Repurchase), "repurchase");
         assert!(
             find(3).unwrap().contains(Source::CoPurchase),
@@ -473,10 +662,17 @@ mod tests {
             users: vec![1],
             truth: vec![crate::eval::Truth::new(vec![(5, 1.0), (9, 1.0)])],
         };
-        let r = recall(&targets, &[c]);
+        // Ranks: item 1 is repurchase's first; item 5 same-product's first.
+        let one = c.iter().find(|x| x.item == 1).unwrap();
+        assert_eq!(one.rank(Source::Repurchase), Some(1));
+        assert_eq!(one.rank(Source::TwoTower), None);
+        let r = recall(&targets, &[c], &cfg);
         assert_eq!(r.purchases, 2);
         assert!((r.union_recall - 0.5).abs() < 1e-12);
-        let same = r.sources.iter().find(|s| s.0 == "same-product").unwrap();
-        assert!((same.1 - 0.5).abs() < 1e-12);
+        let same = r.sources.iter().find(|s| s.name == "same-product").unwrap();
+        assert!((same.recall - 0.5).abs() < 1e-12);
+        // same_product is sized 12: no column at 50 and beyond.
+        assert!(same.at.is_empty());
+        assert!(r.union_at.iter().all(|&(_, u)| (u - 0.5).abs() < 1e-12));
     }
 }

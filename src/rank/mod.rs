@@ -1,23 +1,34 @@
-//! Ranking candidates with an exported sequential ranker, on the test
-//! period of the last-week split: the union of the candidate sources is
-//! ordered by the ranker's score, or by the blender ([`blend`]) that
-//! weighs that score with the candidate's sources and simple features (or,
-//! for the revenue objective, by expected value), beside the ranker alone
-//! over the whole catalogue and every baseline, all on the same customers.
-//! The sources are in [`candidates`].
+//! Ranking candidates with an exported sequential ranker and a second
+//! stage, on the test period of the last-week split.
+//!
+//! The union of the candidate sources ([`candidates`]) gets the features of
+//! [`features`] and is ordered by the second stage: gradient-boosted trees
+//! ([`gbdt`]) trained on the candidates of several weeks before the
+//! validation week and early-stopped on it, or the logistic blender
+//! ([`blend`]), or SASRec's score alone. The report puts each beside SASRec
+//! over the whole catalogue and every baseline, on the same customers.
+//!
+//! Every week's candidates and features are made as of that week's first
+//! day from the rows before it ([`Ranker::new`] cuts the data there), and
+//! the model stages were trained on rows before the first training week,
+//! so no score the trees learn from was fitted on its own label.
 //!
 //! The ranker's scores are softmax logits over the catalogue, so
 //! exp(score) is proportional to the purchase probability, and the
 //! expected revenue of showing an item is proportional to
 //! exp(score) · price^alpha: ranking by score + alpha · ln(price) orders by
-//! it without normalising.
+//! it without normalising. The binary trees' scores are ln P(purchase), so
+//! the same bonus applies.
 
 pub mod blend;
 pub mod candidates;
+pub mod features;
+pub mod gbdt;
 
 use std::path::Path;
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::data::history::History;
@@ -27,8 +38,10 @@ use crate::eval::compare::PerCustomer;
 use crate::eval::report::Table;
 use crate::eval::{Accumulator, Metrics, Targets};
 use crate::export::serve::Server;
-use crate::rank::blend::{BlendConfig, Blender, Feature, Row};
-use crate::rank::candidates::{CandidateConfig, Generator, List, Source};
+use crate::rank::blend::{BlendConfig, Blender};
+use crate::rank::candidates::{CandidateConfig, Generator, List, ModelLists};
+use crate::rank::features::{Context, Feature, Group, ModelScores, Row};
+use crate::rank::gbdt::{RowSet, TreeConfig, TreeObjective};
 use crate::util::rng::Rng;
 use recforge_infer::engine::Model;
 
@@ -37,104 +50,95 @@ pub use recforge_infer::Objective;
 
 const K: usize = 12;
 
-/// Each item's mean price over `rows` (0 where it has none).
-fn mean_prices(ds: &Dataset, rows: &[usize]) -> Vec<f64> {
-    let mut sum = vec![0.0; ds.items.len()];
-    let mut n = vec![0usize; ds.items.len()];
-    for &r in rows {
-        let p = ds.inter.price[r];
-        if p > 0.0 && p.is_finite() {
-            sum[ds.inter.item[r] as usize] += f64::from(p);
-            n[ds.inter.item[r] as usize] += 1;
-        }
-    }
-    sum.iter()
-        .zip(&n)
-        .map(|(s, &c)| if c > 0 { s / c as f64 } else { 0.0 })
-        .collect()
-}
-
 /// Everything needed to rank customers' candidates as of one day: the
-/// candidate sources fitted on the history, the two-tower source and the
-/// ranker served from bundles on the rows before that day.
+/// candidate sources and feature statistics fitted on the rows before it,
+/// and the models served from bundles on those rows.
 pub struct Ranker {
     past: Dataset,
     server: Server,
     hist: History,
     sources: Generator,
-    /// The two-tower server for the two-tower source (same history).
+    ctx: Context,
+    /// The two-tower server (source and cosine feature).
     retrieval: Option<Server>,
-    two_tower: usize,
     /// ln(price)·alpha per item for the revenue objective (0 for purchase).
     bonus: Vec<f32>,
-    /// Per item, for the blender's features: ln of its mean price (the
-    /// mean over priced items where it has none), ln(1 + sales in the
-    /// history's last 7 days), and its first day on sale (None: never sold).
-    ln_price: Vec<f32>,
-    recent_sales: Vec<f32>,
-    first_day: Vec<Option<i64>>,
-    /// The second stage; None orders candidates by the ranker's score.
-    pub blender: Option<Blender>,
     pub popular: Vec<u32>,
     pub fitted: Fitted,
     day: i64,
 }
 
+/// One customer's candidates with their features.
+pub struct Prepared {
+    pub user: u32,
+    pub candidates: List,
+    /// One per candidate, aligned.
+    pub rows: Vec<Row>,
+    /// Whether SASRec had a query (the customer has history).
+    pub has_query: bool,
+    /// SASRec's top K over the whole catalogue (when asked for).
+    pub full: Vec<u32>,
+}
+
+/// What orders a customer's candidates.
+#[derive(Clone, Copy)]
+pub enum Scorer<'a> {
+    /// SASRec's score alone.
+    Score,
+    Blender(&'a Blender),
+    /// Trees, with the share of negatives kept when they were trained.
+    Trees(&'a recforge_infer::trees::Trees, f64),
+}
+
 impl Ranker {
-    /// Serves as of `day`; `history` (time order) are the rows before it.
-    pub fn new(ds: &Dataset, history: &[usize], day: i64, set: &RankSettings) -> Result<Self> {
-        let (cfg, retrieval, ranker) = (set.candidates, set.retrieval, set.ranker);
-        let (objective, alpha) = (set.objective, set.alpha);
+    /// Serves as of `day`, from the rows of `ds` before it only.
+    pub fn new(ds: &Dataset, day: i64, set: &RankSettings) -> Result<Self> {
+        let (cfg, objective, alpha) = (set.candidates, set.objective, set.alpha);
         let past = crate::data::split::before(ds, day);
-        let server = Server::new(ranker, &past)?;
+        let rows = crate::data::split::time_order(&past);
+        let server = Server::new(set.ranker, &past)?;
         if !matches!(server.engine.model, Model::SasRec(_)) {
             return Err(Error::Config(format!(
                 "{}: the ranker must be a sequential-ranker bundle",
-                ranker.display()
+                set.ranker.display()
             )));
         }
-        let hist = History::of_all(&past);
-        let retrieval = match retrieval {
-            Some(b) if cfg.two_tower > 0 => Some(Server::new(b, &past)?),
-            _ => None,
+        let hist = History::build(&past, &rows);
+        let retrieval = match set.retrieval {
+            Some(b) => Some(Server::new(b, &past)?),
+            None => None,
         };
-        let prices = mean_prices(ds, history);
-        let known: Vec<f64> = prices.iter().copied().filter(|&p| p > 0.0).collect();
+        let ctx = Context::fit(&past, day);
+        let ln_prices: Vec<f32> = (0..past.items.len() as u32)
+            .map(|i| ctx.ln_price(i))
+            .collect();
+        let known: Vec<f64> = ln_prices
+            .iter()
+            .filter(|p| p.is_finite())
+            .map(|&p| f64::from(p))
+            .collect();
         let fallback = if known.is_empty() {
-            1.0
+            0.0
         } else {
             known.iter().sum::<f64>() / known.len() as f64
         };
-        let ln_price: Vec<f32> = prices
+        let bonus = ln_prices
             .iter()
-            .map(|&p| (if p > 0.0 { p } else { fallback }).ln() as f32)
+            .map(|&l| {
+                let l = if l.is_finite() {
+                    f64::from(l)
+                } else {
+                    fallback
+                };
+                objective.bonus(alpha, l)
+            })
             .collect();
-        let bonus = ln_price
-            .iter()
-            .map(|&l| objective.bonus(alpha, f64::from(l)))
-            .collect();
-        let mut sales = vec![0u32; ds.items.len()];
-        let mut first_day = vec![None; ds.items.len()];
-        for &r in history {
-            let (i, d) = (ds.inter.item[r] as usize, ds.day(r));
-            if d >= day - 7 {
-                sales[i] += 1;
-            }
-            if first_day[i].is_none_or(|f| d < f) {
-                first_day[i] = Some(d);
-            }
-        }
-        let recent_sales = sales.iter().map(|&c| (c as f32).ln_1p()).collect();
-        let fitted = Fitted::fit(ds, history, baselines::Params::default());
+        let fitted = Fitted::fit(&past, &rows, baselines::Params::default());
         let mut popular = Vec::new();
         fitted.recommend(Kind::DecayedPopular, 0, K, &mut popular);
         Ok(Ranker {
-            ln_price,
-            recent_sales,
-            first_day,
-            blender: None,
-            sources: Generator::fit(ds, history, cfg),
-            two_tower: cfg.two_tower,
+            sources: Generator::fit(&past, &rows, cfg),
+            ctx,
             past,
             server,
             hist,
@@ -146,262 +150,321 @@ impl Ranker {
         })
     }
 
-    /// The two-tower lists and ranker queries of a chunk of customers.
-    fn encode(&self, users: &[u32]) -> Result<Encoded> {
-        let tt = match &self.retrieval {
-            Some(server) => Some(crate::export::serve::top_lists(
-                server,
-                &self.past,
-                &self.hist,
-                users,
-                self.day,
-                self.two_tower,
-            )?),
-            None => None,
-        };
+    /// The top `k` of `server`'s pool for each query (dataset items; empty
+    /// where there is no query), searched as one batch.
+    fn lists(server: &Server, queries: &[Option<Vec<f32>>], k: usize) -> Result<Vec<Vec<u32>>> {
+        if k == 0 {
+            return Ok(vec![Vec::new(); queries.len()]);
+        }
+        let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
+        let mut found = server
+            .engine
+            .pool
+            .snapshot()
+            .recommend(&flat, k, &[])?
+            .into_iter();
+        Ok(queries
+            .iter()
+            .map(|q| match q {
+                Some(_) => found
+                    .next()
+                    .expect("one list per query")
+                    .iter()
+                    .map(|x| server.data_item[x.0 as usize])
+                    .collect(),
+                None => Vec::new(),
+            })
+            .collect())
+    }
+
+    /// The candidates and features of a chunk of customers; with `full`,
+    /// also SASRec's top K over the whole catalogue.
+    pub fn prepare(&self, users: &[u32], full: bool) -> Result<Vec<Prepared>> {
+        let cfg = self.sources.config();
         let queries = self
             .server
             .queries(&self.past, &self.hist, users, self.day)?;
-        Ok(Encoded { tt, queries })
-    }
-
-    /// One customer's candidates that the ranker can score, each with its
-    /// ranker score and blender features.
-    fn candidate_rows(
-        &self,
-        u: u32,
-        cands: &List,
-        q: &[f32],
-        tt: Option<&[u32]>,
-    ) -> Vec<(u32, Row)> {
-        let mut out: Vec<(u32, Row)> = cands
-            .iter()
-            .filter_map(|&(i, sources)| {
-                // Articles the server does not hold cannot be served.
-                let v = self.server.item_vector(self.server.item_of[i as usize])?;
-                let score: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
-                let mut r = [0.0f32; blend::N];
-                r[Feature::RankerScore.slot()] = score;
-                for source in Source::ALL {
-                    r[Feature::flag(source).slot()] = f32::from(u8::from(sources.contains(source)));
-                }
-                r[Feature::TwoTowerReciprocalRank.slot()] = tt
-                    .and_then(|l| l.iter().position(|&x| x == i))
-                    .map_or(0.0, |pos| 1.0 / (pos + 1) as f32);
-                Some((i, r))
-            })
-            .collect();
-        // The softmax restricted to the candidates: exp(score) is
-        // proportional to the purchase probability over the catalogue.
-        let score = Feature::RankerScore.slot();
-        let max = out
-            .iter()
-            .map(|c| c.1[score])
-            .fold(f32::NEG_INFINITY, f32::max);
-        let lse = max
-            + out
-                .iter()
-                .map(|c| (c.1[score] - max).exp())
-                .sum::<f32>()
-                .ln();
-        // The customer's own purchases: count and last day per item.
-        let (own, own_days) = self.fitted.history(u);
-        let mut mine: rustc_hash::FxHashMap<u32, (u32, i64)> = Default::default();
-        let mut price_sum = 0.0f32;
-        for (&i, &d) in own.iter().zip(own_days) {
-            let e = mine.entry(i).or_insert((0, d));
-            e.0 += 1;
-            e.1 = e.1.max(d);
-            price_sum += self.ln_price[i as usize];
-        }
-        let mean_ln_price = if own.is_empty() {
-            None
-        } else {
-            Some(price_sum / own.len() as f32)
-        };
-        for (i, r) in &mut out {
-            let i = *i as usize;
-            r[Feature::RankerLogSoftmax.slot()] = r[score] - lse;
-            if let Some(&(n, last)) = mine.get(&(i as u32)) {
-                r[Feature::OwnPurchases.slot()] = (n as f32).ln_1p();
-                r[Feature::OwnRecency.slot()] = 0.5f32.powf((self.day - last) as f32 / 14.0);
+        let sasrec_k = cfg.sasrec.max(if full { K } else { 0 });
+        let sasrec = Self::lists(&self.server, &queries, sasrec_k)?;
+        let (tt_queries, tt_lists) = match &self.retrieval {
+            Some(s) => {
+                let q = s.queries(&self.past, &self.hist, users, self.day)?;
+                let l = Self::lists(s, &q, cfg.two_tower)?;
+                (Some(q), Some(l))
             }
-            r[Feature::RecentSales.slot()] = self.recent_sales[i];
-            r[Feature::RelativeLnPrice.slot()] =
-                mean_ln_price.map_or(0.0, |m| self.ln_price[i] - m);
-            r[Feature::DaysOnSale.slot()] =
-                self.first_day[i].map_or(0.0, |f| ((self.day - f).max(0) as f32).ln_1p());
-        }
-        out
-    }
-
-    /// For each of `users`: its candidates and their top K as ranked. With
-    /// `compare` (the test-period report) also the top K by the ranker's
-    /// score alone and by the ranker over the whole catalogue; a
-    /// submission needs neither, so neither is computed for it (they stay
-    /// empty). Queries are encoded as a stack and searches batched over
-    /// the chunk.
-    // One pass per chunk of customers: encode, retrieve, build candidate
-    // rows and order them; splitting it would pass the chunk's buffers around.
-    pub fn rank(&self, users: &[u32], compare: bool) -> Result<Vec<Ranked>> {
-        let Encoded { tt, queries } = self.encode(users)?;
-        let fulls: Option<Vec<Option<Vec<u32>>>> = if compare {
-            let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
-            let mut found = self
-                .server
-                .engine
-                .pool
-                .snapshot()
-                .recommend(&flat, K, &[])?
-                .into_iter();
-            Some(
-                queries
-                    .iter()
-                    .map(|q| {
-                        q.as_ref().map(|_| {
-                            found
-                                .next()
-                                .expect("one list per query")
-                                .iter()
-                                .map(|x| self.server.data_item[x.0 as usize])
-                                .collect()
-                        })
-                    })
-                    .collect(),
-            )
-        } else {
-            None
+            None => (None, None),
         };
         Ok(users
             .par_iter()
             .enumerate()
             .map(|(k, &u)| {
-                let tt_k = tt.as_ref().map(|t| t[k].as_slice());
-                let cands: List = self.sources.candidates(u, tt_k);
-                let Some(q) = &queries[k] else {
-                    // No history: the candidates' own order (popularity first).
-                    let mut l: Vec<u32> = cands.iter().map(|c| c.0).take(K).collect();
-                    fill(&mut l, &self.popular);
-                    return Ranked {
-                        by_score: if compare { l.clone() } else { Vec::new() },
-                        ranked: l,
-                        full: if compare {
-                            self.popular.clone()
-                        } else {
-                            Vec::new()
-                        },
-                        candidates: cands,
-                    };
+                let own_sasrec = &sasrec[k][..sasrec[k].len().min(cfg.sasrec)];
+                let models = ModelLists {
+                    two_tower: tt_lists.as_ref().map(|l| l[k].as_slice()),
+                    sasrec: Some(own_sasrec),
                 };
-                let rows = self.candidate_rows(u, &cands, q, tt_k);
-                let order = |value: &dyn Fn(&Row) -> f64| {
-                    let mut scored: Vec<(u32, f64)> = rows
-                        .iter()
-                        .map(|(i, r)| (*i, value(r) + f64::from(self.bonus[*i as usize])))
-                        .collect();
-                    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                    let mut top: Vec<u32> = scored.iter().map(|s| s.0).take(K).collect();
-                    fill(&mut top, &self.popular);
-                    top
-                };
-                let score = |r: &Row| f64::from(r[Feature::RankerScore.slot()]);
-                let ranked = match &self.blender {
-                    Some(b) => order(&|r: &Row| b.log_prob(r)),
-                    None => order(&score),
-                };
-                let by_score = match (compare, &self.blender) {
-                    (false, _) => Vec::new(),
-                    (true, None) => ranked.clone(),
-                    (true, Some(_)) => order(&score),
-                };
-                let full = fulls
-                    .as_ref()
-                    .and_then(|f| f[k].clone())
-                    .unwrap_or_default();
-                Ranked {
-                    ranked,
-                    by_score,
-                    full,
-                    candidates: cands,
+                let candidates = self.sources.candidates(u, models);
+                let (items, days) = self.hist.all(u);
+                let seeds = self.sources.seeds(u);
+                let view =
+                    self.ctx
+                        .customer(u, items, days, self.sources.copurchase_strength(&seeds));
+                let q = queries[k].as_deref();
+                let tq = tt_queries.as_ref().and_then(|t| t[k].as_deref());
+                let mut rows: Vec<Row> = candidates
+                    .iter()
+                    .map(|c| {
+                        let scores = ModelScores {
+                            sasrec: q
+                                .and_then(|q| vector(&self.server, c.item).map(|v| dot(v, q)))
+                                .unwrap_or(f32::NAN),
+                            two_tower: tq
+                                .zip(self.retrieval.as_ref())
+                                .and_then(|(q, s)| vector(s, c.item).map(|v| cosine(v, q)))
+                                .unwrap_or(f32::NAN),
+                        };
+                        self.ctx.row(&view, c, scores)
+                    })
+                    .collect();
+                features::rank_among(&mut rows);
+                Prepared {
+                    user: u,
+                    candidates,
+                    rows,
+                    has_query: q.is_some(),
+                    full: if full {
+                        sasrec[k].iter().take(K).copied().collect()
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect())
     }
 
-    /// Fits the blender on `targets` (purchases from this ranker's day on):
-    /// each customer's scorable candidates, labelled bought or not, with
-    /// every positive and up to `cfg.negatives` negatives drawn per
-    /// customer from a stream of `seed`.
-    pub fn fit_blender(&self, targets: &Targets, cfg: &BlendConfig, seed: u64) -> Result<Blender> {
-        let mut x = Vec::new();
-        let mut y = Vec::new();
+    /// The top K of `p`'s candidates by `scorer` (plus the revenue term),
+    /// padded with popular items. SASRec's score and the blender need a
+    /// query: a customer without history keeps the candidates' own order
+    /// (popularity first) under them; the trees score every customer.
+    pub fn order(&self, p: &Prepared, scorer: Scorer) -> Vec<u32> {
+        let mut top: Vec<u32> = match scorer {
+            Scorer::Score | Scorer::Blender(_) if !p.has_query => {
+                p.candidates.iter().map(|c| c.item).take(K).collect()
+            }
+            _ => {
+                let value = |r: &Row| -> f64 {
+                    let v = match scorer {
+                        Scorer::Score => f64::from(r[Feature::SasrecScore.slot()]),
+                        Scorer::Blender(b) => b.log_prob(&blend::inputs(r)),
+                        Scorer::Trees(t, rate) => gbdt::score(t, r, rate),
+                    };
+                    if v.is_nan() { f64::NEG_INFINITY } else { v }
+                };
+                let mut scored: Vec<(u32, f64)> = p
+                    .candidates
+                    .iter()
+                    .zip(&p.rows)
+                    .map(|(c, r)| (c.item, value(r) + f64::from(self.bonus[c.item as usize])))
+                    .collect();
+                scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                scored.iter().map(|s| s.0).take(K).collect()
+            }
+        };
+        fill(&mut top, &self.popular);
+        top
+    }
+
+    /// The candidate rows of `targets`' customers, labelled bought or not:
+    /// for the trees (customers with a bought candidate only, each one's
+    /// rows together) and for the logistic blender (customers with a
+    /// query). With `negatives`, every positive and up to that many
+    /// negatives per customer are kept, drawn from a stream of `seed`.
+    pub fn collect(
+        &self,
+        targets: &Targets,
+        negatives: Option<usize>,
+        seed: u64,
+    ) -> Result<Collected> {
+        let mut out = Collected::default();
         let (mut neg_all, mut neg_kept) = (0usize, 0usize);
         let per: Vec<(u32, &crate::eval::Truth)> =
             targets.users.iter().copied().zip(&targets.truth).collect();
-        for (c, chunk) in per.chunks(8192).enumerate() {
+        for (c, chunk) in per.chunks(CHUNK).enumerate() {
             let users: Vec<u32> = chunk.iter().map(|p| p.0).collect();
-            let Encoded { tt, queries } = self.encode(&users)?;
-            let parts: Vec<(Vec<Row>, Vec<bool>, usize)> = chunk
-                .par_iter()
+            let prepared = self.prepare(&users, false)?;
+            let parts: Vec<Option<Sampled>> = prepared
+                .into_par_iter()
+                .zip(chunk.par_iter())
                 .enumerate()
-                .filter_map(|(k, &(u, truth))| {
-                    let q = queries[k].as_ref()?;
-                    let tt_k = tt.as_ref().map(|t| t[k].as_slice());
-                    let cands = self.sources.candidates(u, tt_k);
-                    let rows: Vec<(Row, bool)> = self
-                        .candidate_rows(u, &cands, q, tt_k)
-                        .into_iter()
-                        .map(|(i, r)| (r, truth.items.binary_search(&i).is_ok()))
+                .map(|(k, (p, &(_, truth)))| {
+                    let labelled: Vec<(Row, bool)> = p
+                        .candidates
+                        .iter()
+                        .zip(p.rows)
+                        .map(|(cand, r)| (r, truth.items.binary_search(&cand.item).is_ok()))
                         .collect();
-                    let mut rng = Rng::stream(seed, BLEND ^ (((c * 8192 + k) as u64) << 8));
-                    Some(blend::sample(&rows, cfg.negatives, &mut rng))
+                    if !labelled.iter().any(|l| l.1) {
+                        return None;
+                    }
+                    let (x, y, n) = match negatives {
+                        Some(keep) => {
+                            let mut rng =
+                                Rng::stream(seed, SAMPLE ^ (((c * CHUNK + k) as u64) << 8));
+                            blend::sample(&labelled, keep, &mut rng)
+                        }
+                        None => {
+                            let n = labelled.iter().filter(|l| !l.1).count();
+                            let (x, y) = labelled.into_iter().unzip();
+                            (x, y, n)
+                        }
+                    };
+                    Some(Sampled {
+                        x,
+                        y,
+                        negatives: n,
+                        has_query: p.has_query,
+                    })
                 })
                 .collect();
-            for (px, py, n) in parts {
-                neg_kept += py.iter().filter(|&&b| !b).count();
+            for Sampled {
+                x,
+                y,
+                negatives: n,
+                has_query,
+            } in parts.into_iter().flatten()
+            {
+                neg_kept += y.iter().filter(|&&b| !b).count();
                 neg_all += n;
-                x.extend(px);
-                y.extend(py);
+                out.trees.groups.push(x.len() as i32);
+                out.trees
+                    .y
+                    .extend(y.iter().map(|&b| f32::from(u8::from(b))));
+                for r in &x {
+                    out.trees.x.extend_from_slice(r);
+                }
+                if has_query {
+                    out.blend_x.extend(x.iter().map(blend::inputs));
+                    out.blend_y.extend(y);
+                }
             }
         }
-        let rate = if neg_all > 0 {
+        out.trees.negative_rate = if neg_all > 0 {
             neg_kept as f64 / neg_all as f64
         } else {
             1.0
         };
-        Blender::fit(&x, &y, rate, cfg.l2)
+        Ok(out)
     }
 }
 
-/// Stream id of the blender's negative sampling.
-const BLEND: u64 = 0x0062_6c65_6e64;
-
-struct Encoded {
-    tt: Option<Vec<Vec<u32>>>,
-    queries: Vec<Option<Vec<f32>>>,
+/// One customer's sampled training rows.
+struct Sampled {
+    x: Vec<Row>,
+    y: Vec<bool>,
+    /// Negatives before sampling.
+    negatives: usize,
+    has_query: bool,
 }
 
-/// One customer's lists.
-pub struct Ranked {
-    /// By the blender where there is one, else by the ranker's score.
-    pub ranked: Vec<u32>,
-    /// By the ranker's score (plus the revenue term) alone; with
-    /// `compare` only.
-    pub by_score: Vec<u32>,
-    /// The ranker's top K over the whole catalogue; with `compare` only.
-    pub full: Vec<u32>,
-    pub candidates: List,
+/// The trained tree models, each with the report row it orders.
+type TreeModels = Vec<(System, gbdt::Fitted)>;
+
+/// Customers prepared at a time (bounds the memory of features in flight).
+const CHUNK: usize = 8192;
+
+/// Stream id of the negative sampling.
+const SAMPLE: u64 = 0x0062_6c65_6e64;
+
+/// Labelled candidate rows of one or more weeks.
+#[derive(Default)]
+pub struct Collected {
+    pub trees: RowSet,
+    pub blend_x: Vec<blend::Row>,
+    pub blend_y: Vec<bool>,
 }
 
-/// What ranking the test period gives.
+impl Collected {
+    fn extend(&mut self, other: Collected) {
+        // The sampling rate of the union: weighted by each part's negatives
+        // is what `collect` would have computed over both.
+        let (a, b) = (&self.trees, &other.trees);
+        let neg = |s: &RowSet| (s.len() - s.positives()) as f64;
+        let rate = if self.trees.is_empty() {
+            b.negative_rate
+        } else {
+            let all = neg(a) / a.negative_rate + neg(b) / b.negative_rate;
+            (neg(a) + neg(b)) / all.max(1.0)
+        };
+        self.trees.x.extend(other.trees.x);
+        self.trees.y.extend(other.trees.y);
+        self.trees.groups.extend(other.trees.groups);
+        self.trees.negative_rate = rate;
+        self.blend_x.extend(other.blend_x);
+        self.blend_y.extend(other.blend_y);
+    }
+}
+
+fn vector(server: &Server, item: u32) -> Option<&[f32]> {
+    let p = *server.item_of.get(item as usize)?;
+    if p == u32::MAX {
+        return None;
+    }
+    server.item_vector(p)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let n = dot(a, a).sqrt() * dot(b, b).sqrt();
+    if n > 0.0 { dot(a, b) / n } else { f32::NAN }
+}
+
+/// The trees (and the logistic blender) fitted on the weeks before the
+/// validation week, early-stopped and chosen on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecondStage {
+    /// Every trained model, the served one first.
+    pub models: Vec<TreeSummary>,
+    pub served: TreeObjective,
+    /// The served model's text (LightGBM's format).
+    #[serde(skip)]
+    pub text: String,
+    /// Share of negatives kept in the training rows (the binary trees'
+    /// correction).
+    pub negative_rate: f64,
+    /// Gain share per feature of the served model, largest first.
+    pub importance: Vec<(String, f64)>,
+    pub train_rows: usize,
+    pub train_positives: usize,
+    pub train_customers: usize,
+    pub weeks: u32,
+    /// The first day of each training week, then the validation week's.
+    pub week_starts: Vec<i64>,
+    pub blender: Option<Blender>,
+}
+
+/// One trained tree model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TreeSummary {
+    pub objective: TreeObjective,
+    /// The feature group left out (an ablation), if any.
+    pub without: Option<String>,
+    pub rounds: u32,
+    /// MAP@12 on the validation week's customers, exact (as the report).
+    pub valid_map: f64,
+    pub valid_revenue_per_impression: f64,
+}
+
+/// What the test period's ranking gives.
 pub struct TestPeriod {
     pub table: Table,
     /// Each row's per-customer metrics (for `recforge compare`).
     pub per_customer: Vec<PerCustomer>,
     /// Recall of the very candidates that were ranked.
     pub candidates: crate::rank::candidates::RecallReport,
-    /// The second stage, fitted on the week before the test week.
-    pub blender: Option<Blender>,
+    pub second: Option<SecondStage>,
     /// What each row of `table` (and each of `per_customer`) is, in order.
     pub systems: Vec<System>,
 }
@@ -409,7 +472,11 @@ pub struct TestPeriod {
 /// A system the test-period report scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
-    /// Candidates ordered by the second stage (when it was fitted).
+    /// Candidates ordered by trees of this objective, every feature.
+    Trees(TreeObjective),
+    /// The served trees' objective without a feature group.
+    TreesWithout(Group),
+    /// Candidates ordered by the logistic blender.
     Blend,
     /// Candidates ordered by the ranker's score alone.
     Score,
@@ -424,9 +491,13 @@ impl TestPeriod {
         self.systems.iter().position(|&s| s == system)
     }
 
-    /// The row of what is served: the blend when fitted, else the score.
+    /// The row of what is served: the chosen trees, else the blender, else
+    /// the score.
     pub fn served(&self) -> usize {
-        self.row(System::Blend)
+        self.second
+            .as_ref()
+            .and_then(|s| self.row(System::Trees(s.served)))
+            .or_else(|| self.row(System::Blend))
             .or_else(|| self.row(System::Score))
             .expect("the report always has the score row")
     }
@@ -442,64 +513,263 @@ impl TestPeriod {
     }
 }
 
+/// The second stage's settings.
+pub struct SecondSettings<'a> {
+    pub blend: &'a BlendConfig,
+    pub trees: &'a TreeConfig,
+    /// The negative sampling's and the trees' seed.
+    pub seed: u64,
+}
+
 /// How candidates are made and ordered.
 pub struct RankSettings<'a> {
     pub candidates: &'a CandidateConfig,
-    /// The two-tower bundle for the two-tower source.
+    /// The two-tower bundle (two-tower source and cosine feature).
     pub retrieval: Option<&'a Path>,
     /// The sequential ranker's bundle.
     pub ranker: &'a Path,
     pub objective: Objective,
     pub alpha: f64,
-    /// Fit the blender (with this seed for its negative sampling); read by
-    /// [`rank_test_period`], not by [`Ranker::new`].
-    pub blend: Option<(&'a BlendConfig, u64)>,
+    /// Fit a second stage; read by [`rank_test_period`].
+    pub second: Option<SecondSettings<'a>>,
 }
 
-/// The blender fitted on the validation week, as of its first day on the
-/// training rows; None (with a note on stderr) when the week has too little
-/// to fit on, so the ranker's score alone orders the candidates.
-fn validation_blender(
+/// The feature groups the ablations leave out, in report order.
+pub const ABLATIONS: [Group; 3] = [Group::Sasrec, Group::TwoTower, Group::SourceRank];
+
+/// The exact metrics of `lists` against `targets`.
+fn score(targets: &Targets, lists: &[Vec<u32>], n_items: usize) -> Metrics {
+    let mut acc = Accumulator::new(K, n_items);
+    for (t, l) in targets.truth.iter().zip(lists) {
+        acc.add(t, l);
+    }
+    acc.finish()
+}
+
+/// Trains the trees (each objective, and the ablations) and the logistic
+/// blender on the `weeks` weeks before the validation week, early-stops and
+/// chooses them on it. None (with a note on stderr) when the weeks hold
+/// too little to fit on.
+// The training protocol in one place: collect each week, fit every model,
+// pick the served one on validation.
+fn fit_second_stage(
     ds: &Dataset,
     split: &crate::data::split::Split,
+    target_days: u32,
     set: &RankSettings,
-    bc: &BlendConfig,
-    seed: u64,
-) -> Result<Option<Blender>> {
-    let start = split.valid.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
-    let r = Ranker::new(ds, &split.train, start, set)?;
-    match r.fit_blender(&Targets::from_rows(ds, &split.valid), bc, seed) {
-        Ok(b) => Ok(Some(b)),
-        // Too little data to fit (no bought candidate in the week).
-        Err(Error::Training(why)) => {
-            eprintln!("blender not fitted, candidates ordered by the ranker's score: {why}");
-            Ok(None)
+    second: &SecondSettings,
+) -> Result<Option<(SecondStage, TreeModels)>> {
+    let tc = second.trees;
+    let len = i64::from(target_days);
+    let valid_start = split.valid.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
+    let mut train = Collected::default();
+    let mut week_starts = Vec::new();
+    for w in (1..=i64::from(tc.weeks.max(1))).rev() {
+        let start = valid_start - w * len;
+        let rows: Vec<usize> = (0..ds.inter.len())
+            .filter(|&r| (start..start + len).contains(&ds.day(r)))
+            .collect();
+        if rows.is_empty() {
+            continue;
         }
-        Err(e) => Err(e),
+        week_starts.push(start);
+        let ranker = Ranker::new(ds, start, set)?;
+        let c = ranker.collect(
+            &Targets::from_rows(ds, &rows),
+            Some(tc.negatives),
+            second.seed ^ (w as u64),
+        )?;
+        train.extend(c);
     }
+    week_starts.push(valid_start);
+    let vr = Ranker::new(ds, valid_start, set)?;
+    let vt = Targets::from_rows(ds, &split.valid);
+    let valid = vr.collect(&vt, None, 0)?.trees;
+    let mut vp = Vec::new();
+    for chunk in vt.users.chunks(CHUNK) {
+        vp.extend(vr.prepare(chunk, false)?);
+    }
+    let n_items = ds.items.len();
+    let valid_metrics = |scorer: Scorer| {
+        let lists: Vec<Vec<u32>> = vp.par_iter().map(|p| vr.order(p, scorer)).collect();
+        score(&vt, &lists, n_items)
+    };
+    let blender = if second.blend.enabled {
+        match Blender::fit(
+            &train.blend_x,
+            &train.blend_y,
+            train.trees.negative_rate,
+            second.blend.l2,
+        ) {
+            Ok(b) => Some(b),
+            Err(Error::Training(why)) => {
+                eprintln!("blender not fitted: {why}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    if !tc.enabled {
+        return Ok(blender.map(|b| {
+            (
+                SecondStage {
+                    models: Vec::new(),
+                    served: TreeObjective::Binary,
+                    text: String::new(),
+                    negative_rate: train.trees.negative_rate,
+                    importance: Vec::new(),
+                    train_rows: train.trees.len(),
+                    train_positives: train.trees.positives(),
+                    train_customers: train.trees.groups.len(),
+                    weeks: tc.weeks,
+                    week_starts,
+                    blender: Some(b),
+                },
+                Vec::new(),
+            )
+        }));
+    }
+    let rate = train.trees.negative_rate;
+    let mut fitted: TreeModels = Vec::new();
+    let mut summaries = Vec::new();
+    for &objective in &tc.objectives {
+        let m = match gbdt::train(&train.trees, &valid, tc, objective, &[], second.seed) {
+            Ok(m) => m,
+            Err(Error::Training(why)) => {
+                eprintln!(
+                    "trees not trained, the blender or the score orders the candidates: {why}"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let v = valid_metrics(Scorer::Trees(&m.trees, rate));
+        eprintln!(
+            "second stage: {} trees, {} rounds, validation MAP@12 {:.4}",
+            objective.name(),
+            m.rounds,
+            v.map
+        );
+        summaries.push(TreeSummary {
+            objective,
+            without: None,
+            rounds: m.rounds,
+            valid_map: v.map,
+            valid_revenue_per_impression: v.revenue_per_impression,
+        });
+        fitted.push((System::Trees(objective), m));
+    }
+    if fitted.is_empty() {
+        return Ok(None);
+    }
+    // Chosen on validation by what the objective maximises.
+    let key = |s: &TreeSummary| match set.objective {
+        Objective::Purchase => s.valid_map,
+        Objective::Revenue => s.valid_revenue_per_impression,
+    };
+    let best = (0..summaries.len())
+        .max_by(|&a, &b| {
+            key(&summaries[a])
+                .total_cmp(&key(&summaries[b]))
+                .then(b.cmp(&a))
+        })
+        .expect("at least one model");
+    summaries.swap(0, best);
+    fitted.swap(0, best);
+    let served = summaries[0].objective;
+    if tc.ablations {
+        for group in ABLATIONS {
+            let blank: Vec<Feature> = Feature::ALL
+                .iter()
+                .copied()
+                .filter(|f| f.group() == group)
+                .collect();
+            let m = gbdt::train(&train.trees, &valid, tc, served, &blank, second.seed)?;
+            let v = valid_metrics(Scorer::Trees(&m.trees, rate));
+            summaries.push(TreeSummary {
+                objective: served,
+                without: Some(group.name().to_string()),
+                rounds: m.rounds,
+                valid_map: v.map,
+                valid_revenue_per_impression: v.revenue_per_impression,
+            });
+            fitted.push((System::TreesWithout(group), m));
+        }
+    }
+    let gain = &fitted[0].1.gain;
+    let total: f64 = gain.iter().sum::<f64>().max(1e-300);
+    let mut importance: Vec<(String, f64)> = Feature::ALL
+        .iter()
+        .zip(gain)
+        .map(|(f, g)| (f.name().to_string(), g / total))
+        .collect();
+    importance.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let stage = SecondStage {
+        models: summaries,
+        served,
+        text: fitted[0].1.text.clone(),
+        negative_rate: rate,
+        importance,
+        train_rows: train.trees.len(),
+        train_positives: train.trees.positives(),
+        train_customers: train.trees.groups.len(),
+        weeks: tc.weeks,
+        week_starts,
+        blender,
+    };
+    Ok(Some((stage, fitted)))
 }
 
 /// The test-period comparison table, each row's per-customer metrics, and
-/// the candidate sources' recall. With a blender configured, it is fitted
-/// on the validation week (history before it) and orders the test week.
-// Mostly the list of rows the report compares (blend, score, whole
-// catalogue, each baseline), each one `add` call.
+/// the candidate sources' recall. With a second stage configured, it is
+/// trained on the weeks before the validation week and chosen on it, then
+/// orders the test week.
+// Mostly the list of rows the report compares (trees, ablations, blend,
+// score, whole catalogue, each baseline), each one `add` call.
 pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> Result<TestPeriod> {
     let split =
         crate::data::split::split(ds, crate::data::split::SplitKind::LastWeek, target_days)?;
-    let blender = match set.blend {
-        Some((bc, seed)) if bc.enabled => validation_blender(ds, &split, set, bc, seed)?,
-        _ => None,
+    let (second, models) = match &set.second {
+        Some(s) => match fit_second_stage(ds, &split, target_days, set, s)? {
+            Some((stage, models)) => (Some(stage), models),
+            None => (None, Vec::new()),
+        },
+        None => (None, Vec::new()),
     };
-    let history = split.history();
+    let blender = second.as_ref().and_then(|s| s.blender.clone());
+    let rate = second.as_ref().map_or(1.0, |s| s.negative_rate);
     let targets = Targets::from_rows(ds, &split.test);
     let start = split.test.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
-    let mut r = Ranker::new(ds, &history, start, set)?;
-    r.blender = blender.clone();
+    let r = Ranker::new(ds, start, set)?;
     let objective = set.objective;
-    let lists = r.rank(&targets.users, true)?;
-    let fitted = &r.fitted;
-    let server = &r.server;
+    let mut scorers: Vec<(System, Scorer)> = models
+        .iter()
+        .map(|(s, m)| (*s, Scorer::Trees(&m.trees, rate)))
+        .collect();
+    if let Some(b) = &blender {
+        scorers.push((System::Blend, Scorer::Blender(b)));
+    }
+    scorers.push((System::Score, Scorer::Score));
+    let mut picks: Vec<Vec<Vec<u32>>> = vec![Vec::with_capacity(targets.len()); scorers.len()];
+    let mut full = Vec::with_capacity(targets.len());
+    let mut cands: Vec<List> = Vec::with_capacity(targets.len());
+    for chunk in targets.users.chunks(CHUNK) {
+        let prepared = r.prepare(chunk, true)?;
+        for (s, (_, scorer)) in scorers.iter().enumerate() {
+            let lists: Vec<Vec<u32>> = prepared.par_iter().map(|p| r.order(p, *scorer)).collect();
+            picks[s].extend(lists);
+        }
+        for p in prepared {
+            full.push(if p.has_query {
+                p.full
+            } else {
+                r.popular.clone()
+            });
+            cands.push(p.candidates);
+        }
+    }
     let n_items = ds.items.len();
     let ids: Vec<String> = targets
         .users
@@ -511,11 +781,7 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
     let mut systems = Vec::new();
     let mut add = |system: System, name: String, picks: Vec<Vec<u32>>| {
         systems.push(system);
-        let mut acc = Accumulator::new(K, n_items);
-        for (t, l) in targets.truth.iter().zip(&picks) {
-            acc.add(t, l);
-        }
-        let metrics: Vec<Metrics> = vec![acc.finish()];
+        let metrics: Vec<Metrics> = vec![score(&targets, &picks, n_items)];
         per.push(PerCustomer::score(
             &name,
             K,
@@ -525,23 +791,25 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
         ));
         rows.push(crate::eval::report::Row { name, metrics });
     };
-    let name = server.engine.bundle.manifest.name.clone();
-    if blender.is_some() {
-        add(
-            System::Blend,
-            format!("candidates ranked by {name} + candidate features ({objective:?})"),
-            lists.iter().map(|l| l.ranked.clone()).collect(),
-        );
+    let name = r.server.engine.bundle.manifest.name.clone();
+    for ((system, _), lists) in scorers.iter().zip(picks) {
+        let label = match system {
+            System::Trees(o) => format!("candidates ranked by {} trees ({objective:?})", o.name()),
+            System::TreesWithout(g) => {
+                format!("… trees without the {} features ({objective:?})", g.name())
+            }
+            System::Blend => format!(
+                "candidates ranked by the logistic blender on {name} + candidate features ({objective:?})"
+            ),
+            System::Score => format!("candidates ranked by {name} score ({objective:?})"),
+            _ => unreachable!("only scorers here"),
+        };
+        add(*system, label, lists);
     }
-    add(
-        System::Score,
-        format!("candidates ranked by {name} score ({objective:?})"),
-        lists.iter().map(|l| l.by_score.clone()).collect(),
-    );
     add(
         System::WholeCatalogue,
         format!("{name} over the whole catalogue"),
-        lists.iter().map(|l| l.full.clone()).collect(),
+        full,
     );
     for kind in Kind::ALL {
         let picks = targets
@@ -549,7 +817,7 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
             .iter()
             .map(|&u| {
                 let mut out = Vec::new();
-                fitted.recommend(kind, u, K, &mut out);
+                r.fitted.recommend(kind, u, K, &mut out);
                 out
             })
             .collect();
@@ -558,44 +826,58 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
     let table = Table {
         title: format!("Ranking candidates on {}", ds.meta.name),
         dataset: ds.meta.name.clone(),
-        protocol: protocol(set, target_days, targets.len(), blender.is_some()),
+        protocol: protocol(set, target_days, targets.len(), second.as_ref()),
         rows,
         has_price: ds.meta.has_price,
         notes: String::new(),
         extra: serde_json::Value::Null,
     };
-    let cands: Vec<List> = lists.into_iter().map(|l| l.candidates).collect();
     Ok(TestPeriod {
         table,
         per_customer: per,
-        candidates: crate::rank::candidates::recall(&targets, &cands),
-        blender,
+        candidates: crate::rank::candidates::recall(&targets, &cands, set.candidates),
+        second,
         systems,
     })
 }
 
 /// How the test-period table was made, for its protocol line.
-fn protocol(set: &RankSettings, target_days: u32, buyers: usize, blended: bool) -> String {
+fn protocol(
+    set: &RankSettings,
+    target_days: u32,
+    buyers: usize,
+    second: Option<&SecondStage>,
+) -> String {
     let (objective, alpha) = (set.objective, set.alpha);
-    format!(
-        "Last-week split: everything before the last {target_days} days is history (sources fitted on it, \
+    let mut s = format!(
+        "Last-week split: everything before the last {target_days} days is history (sources and features from it, \
 customers served as of the period's first day); {buyers} buyers in the period. Candidates: `{}`{}. Objective {objective:?}{}. \
-Customers without history get the candidates' own order (popularity first).",
+SASRec's score and the blender leave customers without history in the candidates' own order (popularity first).",
         serde_json::to_string(set.candidates).expect("config serialises"),
         set.retrieval
-            .map(|b| format!(", two-tower source from `{}`", b.display()))
+            .map(|b| format!(", two-tower model from `{}`", b.display()))
             .unwrap_or_default(),
         if objective == Objective::Revenue {
             format!(" (ln P(purchase) + {alpha} · ln price)")
         } else {
             String::new()
         },
-    ) + if blended {
-        " The blend row orders candidates by a logistic regression on the ranker's score and the candidate \
-features, fitted on the week before (coefficients below); the score row by the ranker's score alone."
-    } else {
-        ""
+    );
+    if let Some(st) = second {
+        s += &format!(
+            " The second stage trains on the candidates of {} week(s) before the validation week (weeks starting on days {:?}, \
+the last the validation week), each as of its first day: {} rows of {} customers, {} bought (negatives sampled at {:.3}). \
+Trees are early-stopped on the validation week's MAP@12 and the served objective chosen on it; the logistic blender is fitted \
+on the same rows.",
+            st.weeks,
+            st.week_starts,
+            st.train_rows,
+            st.train_customers,
+            st.train_positives,
+            st.negative_rate
+        );
     }
+    s
 }
 
 /// Pads `list` to K with `popular` items it lacks.
@@ -607,5 +889,42 @@ fn fill(list: &mut Vec<u32>, popular: &[u32]) {
         if !list.contains(&p) {
             list.push(p);
         }
+    }
+}
+
+impl SecondStage {
+    /// The report's section: the models chosen on validation, the feature
+    /// importance and the feature registry.
+    pub fn markdown(&self) -> String {
+        let mut s = String::from(
+            "Every model trained, with its validation-week MAP@12 and revenue per impression (exact, as the table \
+above scores the test week); the first is served.\n\n| model | rounds | valid MAP@12 | valid RevPerImp@12 |\n|---|---:|---:|---:|\n",
+        );
+        for m in &self.models {
+            s += &format!(
+                "| {} trees{} | {} | {:.4} | {:.4} |\n",
+                m.objective.name(),
+                m.without
+                    .as_ref()
+                    .map(|g| format!(" without {g} features"))
+                    .unwrap_or_default(),
+                m.rounds,
+                m.valid_map,
+                m.valid_revenue_per_impression
+            );
+        }
+        s += "\n### Feature importance (served trees, share of total split gain)\n\n| feature | gain share | group | what it is |\n|---|---:|---|---|\n";
+        for (name, share) in &self.importance {
+            let f = Feature::ALL
+                .iter()
+                .find(|f| f.name() == name)
+                .expect("importance names come from the registry");
+            s += &format!(
+                "| `{name}` | {share:.4} | {} | {} |\n",
+                f.group().name(),
+                f.doc()
+            );
+        }
+        s
     }
 }

@@ -67,7 +67,12 @@ pub trait Report: Task {
 pub(crate) fn load_split(
     exp: &Experiment,
 ) -> Result<(crate::data::Dataset, crate::data::split::Split)> {
-    let ds = crate::data::cache::read(&exp.data.cache)?;
+    let mut ds = crate::data::cache::read(&exp.data.cache)?;
+    if exp.data.holdout_days > 0 {
+        let end = crate::data::split::last_day(&ds)
+            .ok_or_else(|| Error::Data(format!("`{}` has no purchases", ds.meta.name)))?;
+        ds = crate::data::split::before(&ds, end + 1 - i64::from(exp.data.holdout_days));
+    }
     let split = crate::data::split::split(&ds, exp.data.split, exp.data.target_days)?;
     if split.valid.is_empty() {
         return Err(Error::Data(format!(

@@ -21,6 +21,7 @@ pub mod retrieve;
 pub mod sasrec;
 pub mod topk;
 pub mod towers;
+pub mod trees;
 
 use std::path::PathBuf;
 

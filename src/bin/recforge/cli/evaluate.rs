@@ -158,8 +158,9 @@ pub struct RankArgs {
     /// Length of the target period (the last days of the log), in days.
     #[arg(long, default_value_t = 7)]
     target_days: u32,
-    /// Skip the second stage (a logistic regression on the ranker's
-    /// score and candidate features, fitted on the week before).
+    /// Skip the second stage (gradient-boosted trees and the logistic
+    /// blender, trained on the weeks before the validation week). The
+    /// bundles must have been trained on rows before those weeks.
     #[arg(long)]
     no_blend: bool,
     /// Seed of the blender's negative sampling.
@@ -174,13 +175,18 @@ pub struct RankArgs {
 pub fn rank(a: RankArgs) -> Result<()> {
     let cfg = candidate_config(a.config.as_deref())?;
     let blend = recforge::rank::blend::BlendConfig::default();
+    let trees = recforge::rank::gbdt::TreeConfig::default();
     let settings = RankSettings {
         candidates: &cfg,
         retrieval: a.retrieval.as_deref(),
         ranker: &a.ranker,
         objective: a.objective,
         alpha: a.alpha,
-        blend: (!a.no_blend).then_some((&blend, a.seed)),
+        second: (!a.no_blend).then_some(recforge::rank::SecondSettings {
+            blend: &blend,
+            trees: &trees,
+            seed: a.seed,
+        }),
     };
     let (tp, per_customer) = commands::rank(&a.data, a.target_days, &settings, a.out.as_deref())?;
     println!("{}", tp.table.markdown());

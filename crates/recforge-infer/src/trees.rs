@@ -1,0 +1,443 @@
+//! Gradient-boosted trees read from LightGBM's text model format and
+//! evaluated here, so serving needs no training library: the trainer saves
+//! the booster with LightGBM's own `save_file`, and this module reads the
+//! plain-text trees back.
+//!
+//! Written by hand because no crate reads LightGBM's text format without
+//! linking LightGBM itself (and its C++ build), which the serving crates must
+//! not need. Only what the trainer writes is accepted: one output (binary or
+//! lambdarank), numerical splits; anything else (categorical splits, linear
+//! trees, multiclass, random-forest averaging) is refused with a clear error
+//! rather than evaluated wrongly.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// What a model's raw score means.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TreeObjective {
+    /// Log-odds of a purchase (`binary sigmoid:S`: P = 1 / (1 + e^(-S·raw))).
+    Binary { sigmoid: f64 },
+    /// A ranking score: larger ranks higher, no probability scale.
+    LambdaRank,
+}
+
+/// Where a missing value goes at a split (LightGBM's decision type bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// NaN is read as 0 and compared with the threshold.
+    None,
+    /// Zero (and NaN, read as 0) takes the default branch.
+    Zero,
+    /// NaN takes the default branch.
+    NaN,
+}
+
+/// One tree in LightGBM's layout: internal nodes indexed from 0; a child
+/// `c < 0` is leaf `!c`.
+#[derive(Debug, Clone)]
+struct Tree {
+    feature: Vec<u32>,
+    threshold: Vec<f64>,
+    default_left: Vec<bool>,
+    missing: Vec<Missing>,
+    left: Vec<i32>,
+    right: Vec<i32>,
+    /// Leaf outputs, the learning rate already applied (LightGBM scales
+    /// them in place before saving).
+    leaf: Vec<f64>,
+}
+
+impl Tree {
+    fn eval(&self, x: &[f32]) -> f64 {
+        if self.feature.is_empty() {
+            return self.leaf[0];
+        }
+        let mut node = 0i32;
+        while node >= 0 {
+            let n = node as usize;
+            let mut v = f64::from(x[self.feature[n] as usize]);
+            if v.is_nan() && self.missing[n] != Missing::NaN {
+                v = 0.0;
+            }
+            let default = match self.missing[n] {
+                Missing::Zero => v.abs() <= 1e-35,
+                Missing::NaN => v.is_nan(),
+                Missing::None => false,
+            };
+            let go_left = if default {
+                self.default_left[n]
+            } else {
+                v <= self.threshold[n]
+            };
+            node = if go_left { self.left[n] } else { self.right[n] };
+        }
+        self.leaf[!node as usize]
+    }
+}
+
+/// A boosted ensemble: the sum of its trees' leaves is the raw score.
+#[derive(Debug, Clone)]
+pub struct Trees {
+    pub objective: TreeObjective,
+    /// The features' names, in column order (what the trainer named them).
+    pub feature_names: Vec<String>,
+    trees: Vec<Tree>,
+}
+
+impl Trees {
+    /// Reads a model file written by LightGBM's `save_file`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Trees::parse(&text).map_err(|msg| Error::Invalid(format!("{}: {msg}", path.display())))
+    }
+
+    /// Parses LightGBM's text format; the error says which line is wrong.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let mut lines = text.lines().enumerate().peekable();
+        let mut header: Vec<(usize, &str, &str)> = Vec::new();
+        while let Some(&(n, line)) = lines.peek() {
+            if line.starts_with("Tree=") || line == "end of trees" {
+                break;
+            }
+            lines.next();
+            if let Some((k, v)) = line.split_once('=') {
+                header.push((n + 1, k, v));
+            }
+        }
+        let get = |key: &str| header.iter().find(|h| h.1 == key).map(|h| (h.0, h.2));
+        let (_, version) = get("version").ok_or("no `version=` line: not a LightGBM model")?;
+        if version != "v4" {
+            return Err(format!("model format {version}, this reader knows v4"));
+        }
+        for (key, want) in [("num_class", "1"), ("num_tree_per_iteration", "1")] {
+            if let Some((n, v)) = get(key)
+                && v != want
+            {
+                return Err(format!(
+                    "line {n}: {key}={v}; only single-output models are served"
+                ));
+            }
+        }
+        if header.iter().any(|h| h.1 == "average_output") {
+            return Err(
+                "a random-forest (average_output) model; only boosted sums are served".into(),
+            );
+        }
+        let (n_obj, objective) = get("objective").ok_or("no `objective=` line")?;
+        let objective = parse_objective(objective).map_err(|e| format!("line {n_obj}: {e}"))?;
+        let (n_names, names) = get("feature_names").ok_or("no `feature_names=` line")?;
+        let feature_names: Vec<String> = names.split(' ').map(str::to_string).collect();
+        let (n_max, max_idx) = get("max_feature_idx").ok_or("no `max_feature_idx=` line")?;
+        let max_idx: usize = max_idx
+            .parse()
+            .map_err(|_| format!("line {n_max}: max_feature_idx `{max_idx}`"))?;
+        if feature_names.len() != max_idx + 1 {
+            return Err(format!(
+                "line {n_names}: {} feature names for max_feature_idx {max_idx}",
+                feature_names.len()
+            ));
+        }
+        let mut trees = Vec::new();
+        let mut block: Vec<(usize, &str, &str)> = Vec::new();
+        let mut start = 0;
+        for (n, line) in lines {
+            if line.starts_with("Tree=") || line == "end of trees" {
+                if !block.is_empty() || start > 0 {
+                    trees.push(parse_tree(&block, start, feature_names.len())?);
+                }
+                block.clear();
+                start = n + 1;
+                if line == "end of trees" {
+                    break;
+                }
+            } else if let Some((k, v)) = line.split_once('=') {
+                block.push((n + 1, k, v));
+            }
+        }
+        if trees.is_empty() {
+            return Err("no trees (missing `Tree=` blocks or `end of trees`)".into());
+        }
+        Ok(Trees {
+            objective,
+            feature_names,
+            trees,
+        })
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.feature_names.len()
+    }
+
+    pub fn n_trees(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// The raw score of one row of `n_features()` values (NaN = missing).
+    pub fn raw(&self, x: &[f32]) -> Result<f64> {
+        if x.len() != self.n_features() {
+            return Err(Error::Shape {
+                what: "tree model features".into(),
+                expected: self.n_features(),
+                got: x.len(),
+            });
+        }
+        Ok(self.trees.iter().map(|t| t.eval(x)).sum())
+    }
+}
+
+fn parse_objective(s: &str) -> std::result::Result<TreeObjective, String> {
+    let mut parts = s.split(' ');
+    match parts.next() {
+        Some("binary") => {
+            let sigmoid = parts
+                .find_map(|p| p.strip_prefix("sigmoid:"))
+                .map_or(Ok(1.0), str::parse::<f64>)
+                .map_err(|e| format!("objective `{s}`: {e}"))?;
+            Ok(TreeObjective::Binary { sigmoid })
+        }
+        Some("lambdarank") => Ok(TreeObjective::LambdaRank),
+        _ => Err(format!(
+            "objective `{s}`; the served objectives are binary and lambdarank"
+        )),
+    }
+}
+
+fn parse_tree(
+    block: &[(usize, &str, &str)],
+    start: usize,
+    n_features: usize,
+) -> std::result::Result<Tree, String> {
+    let field = |key: &str| {
+        block
+            .iter()
+            .find(|b| b.1 == key)
+            .map(|b| (b.0, b.2))
+            .ok_or_else(|| format!("tree at line {start}: no `{key}=`"))
+    };
+    fn list<T: std::str::FromStr>(
+        (n, v): (usize, &str),
+        key: &str,
+        len: usize,
+    ) -> std::result::Result<Vec<T>, String> {
+        let out: Vec<T> = v
+            .split(' ')
+            .map(|x| x.parse::<T>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| format!("line {n}: {key} is not a list of numbers"))?;
+        if out.len() != len {
+            return Err(format!(
+                "line {n}: {key} has {} values, expected {len}",
+                out.len()
+            ));
+        }
+        Ok(out)
+    }
+    let (n, leaves) = field("num_leaves")?;
+    let leaves: usize = leaves
+        .parse()
+        .map_err(|_| format!("line {n}: num_leaves `{leaves}`"))?;
+    if leaves == 0 {
+        return Err(format!("line {n}: a tree with no leaves"));
+    }
+    if let Ok((n, cats)) = field("num_cat")
+        && cats != "0"
+    {
+        return Err(format!(
+            "line {n}: categorical splits are not served (num_cat={cats})"
+        ));
+    }
+    if let Ok((n, linear)) = field("is_linear")
+        && linear != "0"
+    {
+        return Err(format!("line {n}: linear trees are not served"));
+    }
+    let leaf: Vec<f64> = list(field("leaf_value")?, "leaf_value", leaves)?;
+    if leaves == 1 {
+        return Ok(Tree {
+            feature: Vec::new(),
+            threshold: Vec::new(),
+            default_left: Vec::new(),
+            missing: Vec::new(),
+            left: Vec::new(),
+            right: Vec::new(),
+            leaf,
+        });
+    }
+    let inner = leaves - 1;
+    let feature: Vec<u32> = list(field("split_feature")?, "split_feature", inner)?;
+    let threshold: Vec<f64> = list(field("threshold")?, "threshold", inner)?;
+    let decision: Vec<u8> = list(field("decision_type")?, "decision_type", inner)?;
+    let left: Vec<i32> = list(field("left_child")?, "left_child", inner)?;
+    let right: Vec<i32> = list(field("right_child")?, "right_child", inner)?;
+    let (n_split, _) = field("split_feature")?;
+    if let Some(f) = feature.iter().find(|&&f| f as usize >= n_features) {
+        return Err(format!(
+            "line {n_split}: split on feature {f} of {n_features}"
+        ));
+    }
+    // Children must point inside the tree, or evaluation could loop or
+    // index out of bounds.
+    let (n_child, _) = field("left_child")?;
+    for &c in left.iter().chain(&right) {
+        let ok = if c >= 0 {
+            (c as usize) < inner && c > 0
+        } else {
+            (!c as usize) < leaves
+        };
+        if !ok {
+            return Err(format!("line {n_child}: child {c} outside the tree"));
+        }
+    }
+    let mut missing = Vec::with_capacity(inner);
+    let mut default_left = Vec::with_capacity(inner);
+    let (n_dec, _) = field("decision_type")?;
+    for &d in &decision {
+        if d & 1 != 0 {
+            return Err(format!("line {n_dec}: categorical split"));
+        }
+        default_left.push(d & 2 != 0);
+        missing.push(match (d >> 2) & 3 {
+            0 => Missing::None,
+            1 => Missing::Zero,
+            2 => Missing::NaN,
+            other => return Err(format!("line {n_dec}: missing type {other}")),
+        });
+    }
+    // Internal nodes are numbered so that a child's index is larger than
+    // its parent's; checked so that evaluation always ends.
+    for n in 0..inner {
+        for c in [left[n], right[n]] {
+            if c >= 0 && (c as usize) <= n {
+                return Err(format!("line {n_child}: node {n} points back to node {c}"));
+            }
+        }
+    }
+    Ok(Tree {
+        feature,
+        threshold,
+        default_left,
+        missing,
+        left,
+        right,
+        leaf,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two trees over two features: the first splits f0 at 0.5 (missing
+    /// as NaN, default right), then f1 at 2 on the left (zero as missing,
+    /// default left); the second is one leaf.
+    const MODEL: &str = "tree
+version=v4
+num_class=1
+num_tree_per_iteration=1
+label_index=0
+max_feature_idx=1
+objective=binary sigmoid:1
+feature_names=a b
+feature_infos=[0:1] [0:5]
+tree_sizes=100 50
+
+Tree=0
+num_leaves=3
+num_cat=0
+split_feature=0 1
+split_gain=1 1
+threshold=0.5 2
+decision_type=8 6
+left_child=1 -1
+right_child=-3 -2
+leaf_value=0.1 0.2 0.3
+leaf_weight=1 1 1
+leaf_count=1 1 1
+internal_value=0 0
+internal_weight=0 0
+internal_count=3 2
+is_linear=0
+shrinkage=0.1
+
+
+Tree=1
+num_leaves=1
+num_cat=0
+split_feature=
+split_gain=
+threshold=
+decision_type=
+left_child=
+right_child=
+leaf_value=-0.05
+leaf_weight=
+leaf_count=
+internal_value=
+internal_weight=
+internal_count=
+is_linear=0
+shrinkage=1
+
+
+end of trees
+
+feature_importances:
+a=1
+b=1
+";
+
+    #[test]
+    fn evaluates_splits_missing_values_and_single_leaf_trees() {
+        let t = Trees::parse(MODEL).unwrap();
+        assert_eq!(t.n_trees(), 2);
+        assert_eq!(t.feature_names, ["a", "b"]);
+        assert_eq!(t.objective, TreeObjective::Binary { sigmoid: 1.0 });
+        let raw = |x: [f32; 2]| t.raw(&x).unwrap() + 0.05;
+        assert!((raw([0.2, 1.0]) - 0.1).abs() < 1e-12); // left, f1 <= 2
+        assert!((raw([0.2, 3.0]) - 0.2).abs() < 1e-12); // left, f1 > 2
+        assert!((raw([0.7, 1.0]) - 0.3).abs() < 1e-12); // right
+        assert!((raw([0.5, 1.0]) - 0.1).abs() < 1e-12); // threshold goes left
+        // NaN at a NaN-missing split takes the default (right).
+        assert!((raw([f32::NAN, 1.0]) - 0.3).abs() < 1e-12);
+        // Zero at a zero-missing split takes the default (left), whatever
+        // the threshold says; NaN there is read as zero.
+        assert!((raw([0.2, 0.0]) - 0.1).abs() < 1e-12);
+        assert!((raw([0.2, f32::NAN]) - 0.1).abs() < 1e-12);
+        assert!(t.raw(&[1.0]).is_err());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_evaluate_naming_the_line() {
+        let cat = MODEL.replace(
+            "num_cat=0\nsplit_feature=0 1",
+            "num_cat=1\nsplit_feature=0 1",
+        );
+        assert!(Trees::parse(&cat).unwrap_err().contains("categorical"));
+        let bad = MODEL.replace("left_child=1 -1", "left_child=1 -7");
+        let e = Trees::parse(&bad).unwrap_err();
+        assert!(e.contains("line 19") && e.contains("outside"), "{e}");
+        let cycle = MODEL.replace("left_child=1 -1", "left_child=1 1");
+        assert!(Trees::parse(&cycle).unwrap_err().contains("points back"));
+        let multi = MODEL.replace("num_class=1", "num_class=3");
+        assert!(Trees::parse(&multi).unwrap_err().contains("single-output"));
+        let obj = MODEL.replace("objective=binary sigmoid:1", "objective=regression");
+        assert!(Trees::parse(&obj).unwrap_err().contains("line 7"));
+        let short = MODEL.replace("leaf_value=0.1 0.2 0.3", "leaf_value=0.1 0.2");
+        assert!(
+            Trees::parse(&short)
+                .unwrap_err()
+                .contains("leaf_value has 2")
+        );
+        assert!(Trees::parse("hello").is_err());
+        let lr = MODEL.replace("objective=binary sigmoid:1", "objective=lambdarank");
+        assert_eq!(
+            Trees::parse(&lr).unwrap().objective,
+            TreeObjective::LambdaRank
+        );
+    }
+}

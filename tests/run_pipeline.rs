@@ -123,9 +123,30 @@ patience = 20
             ("retrieval", false),
             ("ranker", false),
             ("rank-tiny", false),
+            ("retrieval-refit", false),
+            ("ranker-refit", false),
+            ("second-stage-refit-tiny", false),
             ("submission-tiny", false)
         ]
     );
+    // The evaluated models never saw the second stage's weeks; the
+    // submission's refit models saw every row, the last week included.
+    let ds = recforge::data::cache::read(&run_dir.join("cache")).unwrap();
+    let rows = |run: &str| {
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join(run).join("run.json")).unwrap())
+                .unwrap();
+        info["train_rows"].as_u64().unwrap() as usize
+    };
+    let last = recforge::data::split::last_day(&ds).unwrap();
+    let before = |day: i64| (0..ds.inter.len()).filter(|&r| ds.day(r) < day).count();
+    for stage in ["retrieval", "ranker"] {
+        assert_eq!(rows(&format!("{stage}-refit")), ds.inter.len(), "{stage}");
+        // The models' own split ends where the two tree weeks begin (they
+        // early-stop on the first): they train on the rows four weeks
+        // before the end (two tree weeks, validation, test).
+        assert_eq!(rows(stage), before(last + 1 - 4 * 7), "{stage}");
+    }
     let results = std::fs::read_to_string(report.join("results.md")).unwrap();
     assert!(
         results.contains("candidates ranked by tiny-ranker"),
@@ -190,6 +211,9 @@ patience = 20
             ("retrieval", true),
             ("ranker", false),
             ("rank-tiny", false),
+            ("retrieval-refit", true),
+            ("ranker-refit", false),
+            ("second-stage-refit-tiny", false),
             ("submission-tiny", false)
         ]
     );
@@ -201,7 +225,10 @@ patience = 20
     let mut plain = cfg.clone();
     plain.trees.enabled = false;
     let off = run(&plain, &run_dir, &report).unwrap();
-    assert_eq!(reran(&off), ["rank-tiny", "submission-tiny"]);
+    assert_eq!(
+        reran(&off),
+        ["rank-tiny", "second-stage-refit-tiny", "submission-tiny"]
+    );
     let without = bytes(off.submission.as_ref().unwrap());
     assert_ne!(with_trees, without);
     let results = std::fs::read_to_string(report.join("results.md")).unwrap();

@@ -71,6 +71,14 @@ pub struct DataConfig {
     /// `recforge run` sets it so that the second stage trains on weeks the
     /// models did not train on.
     pub holdout_days: u32,
+    /// Train on every row (those before the holdout): the validation and
+    /// test periods are then inside the training data, so their metrics
+    /// are in-sample (logged, never selected on) and the last epoch is
+    /// kept. `recforge run` sets it for the submission's models, with the
+    /// number of epochs its evaluation chose on validation. (Left out of
+    /// the written config when false, so evaluated runs keep their hashes.)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refit: bool,
 }
 
 impl DataConfig {
@@ -93,6 +101,7 @@ impl Default for DataConfig {
             window_stride: 0,
             sample_days: 0,
             holdout_days: 0,
+            refit: false,
         }
     }
 }

@@ -234,7 +234,32 @@ data.split = \"last-week\" and data.target_days = {target_days} (this one has `{
     Ok(exp)
 }
 
-/// The step of one model stage (`label` = retrieval or ranker): its
+/// The submission's version of an evaluated model stage: trained on every
+/// row up to the last day, for the epochs its evaluation chose on
+/// validation (read from the evaluated run's selected checkpoint).
+fn refit_experiment(exp: &Experiment, run_dir: &Path, which: ModelStage) -> Result<Experiment> {
+    let best = run_dir.join(which.label()).join("best");
+    let epochs = crate::train::checkpoint::read_state(&best)?
+        .best_epoch
+        .ok_or_else(|| {
+            Error::Data(format!(
+                "{}: no selected epoch to refit with",
+                best.display()
+            ))
+        })?;
+    let mut refit = exp.clone();
+    refit.name = format!("{}-refit", exp.name);
+    refit.data.refit = true;
+    refit.data.holdout_days = 0;
+    refit.train.epochs = epochs;
+    refit.train.patience = 0;
+    refit.train.time_budget_s = 0.0;
+    // Its validation is in-sample: evaluated once, at the end, for the log.
+    refit.eval.every = epochs;
+    Ok(refit)
+}
+
+/// The step of one model stage (retrieval or ranker, or its refit): its
 /// resolved experiment, its bundle, and the bundle's hash.
 fn model_stage(
     steps: &mut Steps,
@@ -243,7 +268,12 @@ fn model_stage(
     exp: &Experiment,
     which: ModelStage,
 ) -> Result<(PathBuf, String)> {
-    let label = which.label();
+    let label = if exp.data.refit {
+        format!("{}-refit", which.label())
+    } else {
+        which.label().to_string()
+    };
+    let label = label.as_str();
     let bundle = run_dir.join("models").join(label);
     let toml = exp.to_toml();
     let mut parts = vec![label, data_hash, toml.as_str()];
@@ -353,12 +383,59 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     )?;
 
     let submission = if cfg.submission {
+        // The submission's models: refit on every row up to the last day
+        // with the epochs chosen on validation, and the second stage
+        // retrained on the latest weeks with the rounds chosen on it.
+        let mut refits = Vec::new();
+        for (which, exp) in [
+            (ModelStage::Retrieval, &tt_exp),
+            (ModelStage::Ranker, &rk_exp),
+        ] {
+            let refit = refit_experiment(exp, run_dir, which)?;
+            refits.push(model_stage(&mut steps, run_dir, &data_hash, &refit, which)?);
+        }
+        let refit_hash = hash(&["refit", &rank_hash, &refits[0].1, &refits[1].1]);
+        let refit_trees = run_dir.join(format!("second-stage-{report_name}-refit.txt"));
+        let trees_output = [refit_trees.as_path()];
+        let second = match (&ranked.second, &settings.second) {
+            (Some(stage), Some(s)) => Some(steps.run(
+                &format!("second-stage-refit-{report_name}"),
+                &hash(&["second-stage-refit", &refit_hash]),
+                // The blender alone writes no trees.
+                if stage.models.is_empty() {
+                    &[]
+                } else {
+                    &trees_output
+                },
+                || {
+                    let r = crate::rank::refit_second_stage(&ds, td, &settings, s, stage)?;
+                    if !r.text.is_empty() {
+                        crate::util::fsutil::write_atomic(&refit_trees, r.text.as_bytes())?;
+                    }
+                    Ok(r)
+                },
+            )?),
+            _ => None,
+        };
+        let refit_settings = crate::rank::RankSettings {
+            retrieval: Some(refits[0].0.as_path()),
+            ranker: refits[1].0.as_path(),
+            second: None,
+            ..settings
+        };
         let path = run_dir.join(format!("submission-{report_name}.csv"));
+        let scorer = SubmissionScorer {
+            trees: second
+                .as_ref()
+                .filter(|r| r.rounds > 0)
+                .map(|_| refit_trees.clone()),
+            refit: second,
+        };
         steps.run(
             &format!("submission-{report_name}"),
-            &hash(&["submission", &rank_hash]),
+            &hash(&["submission", &refit_hash]),
             &[&path],
-            || submission(&ds, &settings, &ranked, &path),
+            || submission(&ds, &refit_settings, &scorer, &path),
         )?;
         Some(path)
     } else {
@@ -516,31 +593,39 @@ fn rank_report(
     })
 }
 
+/// What orders the submission's candidates: the refit second stage.
+struct SubmissionScorer {
+    /// The refit trees' file, when trees were trained.
+    trees: Option<PathBuf>,
+    refit: Option<crate::rank::Refit>,
+}
+
 /// The submission for the week after the data: candidates of every
-/// customer as of the day after the last, ordered by the second stage
-/// trained for the test period (the trees, else the blender, else the
+/// customer as of the day after the last, from the refit models, ordered
+/// by the refit second stage (the trees, else the blender, else the
 /// ranker's score). Returns the rows written.
 fn submission(
     ds: &Dataset,
     settings: &crate::rank::RankSettings,
-    ranked: &RankValue,
+    scorer: &SubmissionScorer,
     path: &Path,
 ) -> Result<usize> {
     let end = crate::data::split::last_day(ds).unwrap_or(0);
     let ranker = Ranker::new(ds, end + 1, settings)?;
-    let trees = match &ranked.trees_file {
+    let trees = match &scorer.trees {
         Some(f) => Some(recforge_infer::trees::Trees::load(f)?),
         None => None,
     };
-    let blender: Option<&Blender> = ranked.second.as_ref().and_then(|s| s.blender.as_ref());
-    let scorer = match (&trees, blender) {
-        (Some(t), _) => Scorer::Trees(t, ranked.second.as_ref().map_or(1.0, |s| s.negative_rate)),
+    let blender: Option<&Blender> = scorer.refit.as_ref().and_then(|r| r.blender.as_ref());
+    let rate = scorer.refit.as_ref().map_or(1.0, |r| r.negative_rate);
+    let order = match (&trees, blender) {
+        (Some(t), _) => Scorer::Trees(t, rate),
         (None, Some(b)) => Scorer::Blender(b),
         (None, None) => Scorer::Score,
     };
     let check = crate::submit::file::write(ds, path, 8192, |chunk| {
         let prepared = ranker.prepare(chunk, false)?;
-        Ok(prepared.iter().map(|p| ranker.order(p, scorer)).collect())
+        Ok(prepared.iter().map(|p| ranker.order(p, order)).collect())
     })?;
     Ok(check.rows)
 }

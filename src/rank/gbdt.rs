@@ -134,7 +134,8 @@ pub struct Fitted {
     /// Rounds kept (the best on validation).
     pub rounds: u32,
     /// LightGBM's MAP@12 on the validation rows at that round (over the
-    /// validation customers' candidates, so not the report's MAP@12).
+    /// validation customers' candidates, so not the report's MAP@12); NaN
+    /// for a refit, which has no validation.
     pub valid_map: f64,
     /// Total split gain per feature, in [`Feature::ALL`] order.
     pub gain: Vec<f64>,
@@ -240,13 +241,45 @@ fn dataset(x: &[f32], rows: &RowSet, params: &str, reference: Option<&Dataset>) 
 
 /// Trains one model on `train`, early-stopped on `valid`'s MAP@12, with
 /// the `blank` features missing everywhere (an ablation). Deterministic for
-/// a given seed and thread count.
+/// a given seed.
 pub fn train(
     train: &RowSet,
     valid: &RowSet,
     cfg: &TreeConfig,
     objective: TreeObjective,
     blank: &[Feature],
+    seed: u64,
+) -> Result<Fitted> {
+    fit(
+        train,
+        Some(valid),
+        cfg,
+        objective,
+        blank,
+        cfg.max_rounds,
+        seed,
+    )
+}
+
+/// Trains exactly `rounds` rounds on `train`, no validation: the refit on
+/// the latest weeks, with the rounds an early-stopped training chose.
+pub fn train_rounds(
+    train: &RowSet,
+    cfg: &TreeConfig,
+    objective: TreeObjective,
+    rounds: u32,
+    seed: u64,
+) -> Result<Fitted> {
+    fit(train, None, cfg, objective, &[], rounds, seed)
+}
+
+fn fit(
+    train: &RowSet,
+    valid: Option<&RowSet>,
+    cfg: &TreeConfig,
+    objective: TreeObjective,
+    blank: &[Feature],
+    max_rounds: u32,
     seed: u64,
 ) -> Result<Fitted> {
     if train.positives() == 0 || train.positives() == train.len() {
@@ -256,7 +289,7 @@ pub fn train(
             train.len()
         )));
     }
-    if valid.positives() == 0 {
+    if valid.is_some_and(|v| v.positives() == 0) {
         return Err(Error::Training(
             "no bought candidate in the validation week to early-stop on".into(),
         ));
@@ -264,9 +297,13 @@ pub fn train(
     let threads = rayon::current_num_threads();
     // Bins are fitted on the training rows; the validation set reuses them.
     let ds_params = format!("max_bin=255 min_data_in_bin=3 verbosity=-1 num_threads={threads}");
-    let (xt, xv) = (train.blanked(blank), valid.blanked(blank));
+    let xt = train.blanked(blank);
     let dtrain = dataset(&xt, train, &ds_params, None)?;
-    let dvalid = dataset(&xv, valid, &ds_params, Some(&dtrain))?;
+    let xv = valid.map(|v| v.blanked(blank));
+    let dvalid = match (valid, &xv) {
+        (Some(v), Some(x)) => Some(dataset(x, v, &ds_params, Some(&dtrain))?),
+        _ => None,
+    };
     let params = format!(
         "objective={} metric=map eval_at=12 learning_rate={} num_leaves={} min_data_in_leaf={} \
 feature_fraction={} bagging_fraction=0.8 bagging_freq=1 lambda_l2={} seed={} deterministic=true \
@@ -287,14 +324,16 @@ force_col_wise=true num_threads={threads} verbosity=-1",
         "booster",
     )?;
     let booster = Booster(handle);
-    // SAFETY: both handles are valid; the booster keeps a reference to the
-    // validation set, which outlives it (dropped after `booster`).
-    check(
-        unsafe { lightgbm3_sys::LGBM_BoosterAddValidData(booster.0, dvalid.0) },
-        "validation set",
-    )?;
+    if let Some(dv) = &dvalid {
+        // SAFETY: both handles are valid; the booster keeps a reference to
+        // the validation set, which outlives it (dropped after `booster`).
+        check(
+            unsafe { lightgbm3_sys::LGBM_BoosterAddValidData(booster.0, dv.0) },
+            "validation set",
+        )?;
+    }
     let (mut best, mut best_round, mut since) = (f64::NEG_INFINITY, 0u32, 0u32);
-    for round in 1..=cfg.max_rounds {
+    for round in 1..=max_rounds {
         let mut finished = 0;
         // SAFETY: valid booster handle.
         check(
@@ -303,6 +342,10 @@ force_col_wise=true num_threads={threads} verbosity=-1",
         )?;
         if finished != 0 {
             break;
+        }
+        if dvalid.is_none() {
+            (best, best_round) = (f64::NAN, round);
+            continue;
         }
         let mut out = [0f64; 4];
         let mut len = 0;
@@ -339,6 +382,7 @@ force_col_wise=true num_threads={threads} verbosity=-1",
     let trees = Trees::parse(&text)
         .map_err(|e| Error::Training(format!("reading back LightGBM's model: {e}")))?;
     drop(booster);
+    drop(dvalid);
     Ok(Fitted {
         objective,
         text,

@@ -928,3 +928,88 @@ above scores the test week); the first is served.\n\n| model | rounds | valid MA
         s
     }
 }
+
+/// The second stage retrained for the submission: on the `weeks` weeks
+/// that end with the data, with the rounds and objective chosen on
+/// validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refit {
+    /// The served trees (LightGBM's format); empty when only the blender
+    /// was trained.
+    #[serde(skip)]
+    pub text: String,
+    pub negative_rate: f64,
+    pub rounds: u32,
+    pub train_rows: usize,
+    pub week_starts: Vec<i64>,
+    pub blender: Option<Blender>,
+}
+
+/// Retrains `stage` on the latest weeks, as of each week's first day with
+/// the models of `set`. Those models must have been trained before the
+/// first of those weeks (the evaluation's models are: their data ends
+/// `weeks` weeks before the test week ends), so no feature comes from a
+/// model fitted on its label; the submission then serves the trees with
+/// the refit models' fresher scores.
+pub fn refit_second_stage(
+    ds: &Dataset,
+    target_days: u32,
+    set: &RankSettings,
+    second: &SecondSettings,
+    stage: &SecondStage,
+) -> Result<Refit> {
+    let len = i64::from(target_days);
+    let end = crate::data::split::last_day(ds).unwrap_or(0) + 1;
+    let mut rows = Collected::default();
+    let mut week_starts = Vec::new();
+    for w in (1..=i64::from(stage.weeks.max(1))).rev() {
+        let start = end - w * len;
+        let week: Vec<usize> = (0..ds.inter.len())
+            .filter(|&r| (start..start + len).contains(&ds.day(r)))
+            .collect();
+        if week.is_empty() {
+            continue;
+        }
+        week_starts.push(start);
+        let ranker = Ranker::new(ds, start, set)?;
+        rows.extend(ranker.collect(
+            &Targets::from_rows(ds, &week),
+            Some(second.trees.negatives),
+            second.seed ^ (w as u64) ^ REFIT,
+        )?);
+    }
+    let served = stage.models.first();
+    let (text, rounds) = match served {
+        Some(m) => {
+            let t = gbdt::train_rounds(
+                &rows.trees,
+                second.trees,
+                m.objective,
+                m.rounds,
+                second.seed,
+            )?;
+            (t.text, m.rounds)
+        }
+        None => (String::new(), 0),
+    };
+    let blender = match &stage.blender {
+        Some(_) => Some(Blender::fit(
+            &rows.blend_x,
+            &rows.blend_y,
+            rows.trees.negative_rate,
+            second.blend.l2,
+        )?),
+        None => None,
+    };
+    Ok(Refit {
+        text,
+        negative_rate: rows.trees.negative_rate,
+        rounds,
+        train_rows: rows.trees.len(),
+        week_starts,
+        blender,
+    })
+}
+
+/// Stream id of the refit's negative sampling.
+const REFIT: u64 = 0x7265_6669_7400;

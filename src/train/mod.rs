@@ -420,7 +420,8 @@ impl<T: Task> Loop<'_, T> {
                 }
             );
         }
-        if state.best_value.is_none_or(|b| value > b) {
+        // A refit keeps its last epoch: its validation rows are training rows.
+        if exp.data.refit || state.best_value.is_none_or(|b| value > b) {
             state.best_value = Some(value);
             state.best_epoch = Some(state.epoch);
             state.bad_evals = 0;
@@ -523,8 +524,14 @@ fn results_table<T: Report>(
         .find(|h| h.epoch == best)
         .and_then(|h| h.valid.as_ref())
         .and_then(|v| v.get(exp.eval.select_masked, selection));
+    let refit = if exp.data.refit {
+        "REFIT on every row: the validation and test periods were trained on, so their metrics are \
+in-sample, not estimates; the last epoch is kept. "
+    } else {
+        ""
+    };
     let protocol = format!(
-        "Split `{:?}`; model selected on validation {} ({}) = {} at epoch {best} of {} ({}); \
+        "{refit}Split `{:?}`; model selected on validation {} ({}) = {} at epoch {best} of {} ({}); \
 trained {} on {}; {} Total wall time {:.0}s.",
         exp.data.split,
         exp.eval.metric,

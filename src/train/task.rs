@@ -73,7 +73,10 @@ pub(crate) fn load_split(
             .ok_or_else(|| Error::Data(format!("`{}` has no purchases", ds.meta.name)))?;
         ds = crate::data::split::before(&ds, end + 1 - i64::from(exp.data.holdout_days));
     }
-    let split = crate::data::split::split(&ds, exp.data.split, exp.data.target_days)?;
+    let mut split = crate::data::split::split(&ds, exp.data.split, exp.data.target_days)?;
+    if exp.data.refit {
+        split.train = crate::data::split::time_order(&ds);
+    }
     if split.valid.is_empty() {
         return Err(Error::Data(format!(
             "the {:?} split of `{}` has no validation rows; model selection needs them",

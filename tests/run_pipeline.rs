@@ -170,6 +170,7 @@ patience = 20
     assert!(same.customers > 0 && same.customers == mine.customers.len());
     let stages = std::fs::read_to_string(report.join("stages.md")).unwrap();
     assert!(stages.contains("| total |"), "{stages}");
+    assert!(stages.contains("## Model checks"), "{stages}");
     // Each step's peak is its own (the counter is reset where Linux allows).
     if cfg!(target_os = "linux") {
         assert!(!stages.lines().any(|l| l.ends_with("* |")), "{stages}");

@@ -332,6 +332,12 @@ pub struct TrainConfig {
     /// Sequences (windows) per step.
     pub batch_size: usize,
     pub epochs: usize,
+    /// Train at least this many optimizer steps: more epochs than `epochs`
+    /// where an epoch is short (a small dataset), and no early stop before
+    /// them (0 = no floor; left out of the written config then, so runs
+    /// without it keep their hashes).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub min_steps: usize,
     /// Stop after this many evaluations without improvement (0 = never).
     pub patience: usize,
     /// Stop once training has used this many seconds (0 = no limit);
@@ -345,11 +351,16 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
 }
 
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             batch_size: 128,
             epochs: 50,
+            min_steps: 0,
             patience: 10,
             time_budget_s: 0.0,
             epoch_units: 0,

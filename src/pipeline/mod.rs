@@ -252,6 +252,7 @@ fn refit_experiment(exp: &Experiment, run_dir: &Path, which: ModelStage) -> Resu
     refit.data.refit = true;
     refit.data.holdout_days = 0;
     refit.train.epochs = epochs;
+    refit.train.min_steps = 0;
     refit.train.patience = 0;
     refit.train.time_budget_s = 0.0;
     // Its validation is in-sample: evaluated once, at the end, for the log.
@@ -443,7 +444,18 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     };
 
     let report = report_dir.join("stages.md");
-    let stages = report::stages_markdown(&steps.reports);
+    let mut stages = report::stages_markdown(&steps.reports);
+    let checks = [
+        report::model_check("retrieval", &tt_exp, &run_dir.join("retrieval"))?,
+        report::model_check("ranker", &rk_exp, &run_dir.join("ranker"))?,
+    ];
+    for c in checks.iter().filter(|c| !c.beats_popularity()) {
+        eprintln!(
+            "warning: the {} model does not beat popularity on validation ({} {:.4} against {:.4})",
+            c.stage, c.metric, c.model, c.popular
+        );
+    }
+    stages += &report::checks_markdown(&checks);
     crate::util::fsutil::write_atomic(&report, stages.as_bytes())?;
     report::plots(
         run_dir,
@@ -558,6 +570,22 @@ fn rank_report(
                 serde_json::to_value(&c).expect("serialises"),
             );
         }
+    }
+    // The sequential ranker alone against popularity: does the model, with
+    // no candidates or second stage, learn anything on this data?
+    if let (Some(full), Some(popular)) = (
+        tp.row(System::WholeCatalogue),
+        tp.row(System::Baseline(crate::eval::baselines::Kind::Popular)),
+    ) {
+        let c = crate::eval::compare::compare(&per[popular], &per[full], 2000, seed)?;
+        t.notes += &format!(
+            "\n## A/B: popular (A) against the ranker alone over the whole catalogue (B)\n\n{}",
+            c.markdown().replacen("# ", "### ", 1)
+        );
+        abs.insert(
+            "ranker_alone_vs_popular".into(),
+            serde_json::to_value(&c).expect("serialises"),
+        );
     }
     let trees_written = match &tp.second {
         Some(st) => {

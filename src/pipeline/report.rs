@@ -82,3 +82,68 @@ pub(super) fn plots(
     );
     crate::util::fsutil::write_atomic(report_dir.join("candidates.svg"), svg.as_bytes())
 }
+
+/// A model stage's selected validation metric beside popularity's on the
+/// same validation period: a model that does not beat it is flagged.
+#[derive(Debug, Clone)]
+pub(super) struct ModelCheck {
+    pub stage: &'static str,
+    pub metric: String,
+    pub model: f64,
+    pub popular: f64,
+}
+
+impl ModelCheck {
+    pub fn beats_popularity(&self) -> bool {
+        self.model > self.popular
+    }
+}
+
+/// The check of the model trained in `run` with `exp`: its best
+/// validation value against the all-time popular list's, scored on the
+/// split the model itself was selected on.
+pub(super) fn model_check(stage: &'static str, exp: &Experiment, run: &Path) -> Result<ModelCheck> {
+    use crate::eval::baselines::{Fitted, Kind, Params};
+    let state = crate::train::checkpoint::read_state(&run.join("best"))?;
+    let (ds, split) = crate::train::task::load_split(exp)?;
+    let metric = exp.eval.metric;
+    let mut fitted = Fitted::fit(&ds, &split.train, Params::default());
+    fitted.set_mask_seen(exp.eval.select_masked);
+    let targets = crate::eval::Targets::from_rows(&ds, &split.valid);
+    let mut acc = crate::eval::Accumulator::new(metric.k, ds.items.len());
+    let mut list = Vec::new();
+    for (&u, truth) in targets.users.iter().zip(&targets.truth) {
+        fitted.recommend(Kind::Popular, u, metric.k, &mut list);
+        acc.add(truth, &list);
+    }
+    Ok(ModelCheck {
+        stage,
+        metric: metric.column(),
+        model: state.best_value.unwrap_or(f64::NAN),
+        popular: metric.measure.of(&acc.finish()),
+    })
+}
+
+/// The checks as Markdown, a warning on each model that does not beat
+/// popularity.
+pub(super) fn checks_markdown(checks: &[ModelCheck]) -> String {
+    let mut s = String::from(
+        "\n## Model checks\n\nEach model's selected validation metric beside the all-time popular list's on the same \
+validation period (its own split).\n\n| stage | metric | model | popular | |\n|---|---|---:|---:|---|\n",
+    );
+    for c in checks {
+        s += &format!(
+            "| {} | {} | {:.4} | {:.4} | {} |\n",
+            c.stage,
+            c.metric,
+            c.model,
+            c.popular,
+            if c.beats_popularity() {
+                "ok"
+            } else {
+                "**does not beat popularity**"
+            }
+        );
+    }
+    s
+}

@@ -121,6 +121,8 @@ struct Loop<'a, T: Task> {
     ckpt_dir: PathBuf,
     units_per_epoch: usize,
     steps_per_epoch: usize,
+    /// `train.epochs`, or more where `train.min_steps` needs them.
+    epochs: usize,
     total_steps: usize,
 }
 
@@ -146,6 +148,12 @@ fn run<T: Report>(
         n => n.min(task.n_units()),
     };
     let steps_per_epoch = units_per_epoch.div_ceil(exp.train.batch_size);
+    // A small dataset has few steps per epoch: the step floor, not an
+    // epoch count tuned on another dataset, decides how long it trains.
+    let epochs = exp
+        .train
+        .epochs
+        .max(exp.train.min_steps.div_ceil(steps_per_epoch.max(1)));
     let lp = Loop {
         exp,
         opt,
@@ -155,7 +163,8 @@ fn run<T: Report>(
         ckpt_dir: opt.run_dir.join("checkpoints"),
         units_per_epoch,
         steps_per_epoch,
-        total_steps: steps_per_epoch * exp.train.epochs,
+        epochs,
+        total_steps: steps_per_epoch * epochs,
     };
     let (mut model, mut optim, mut state) = lp.start()?;
     let mut tb = EventWriter::create(&opt.run_dir.join("tensorboard"))?;
@@ -170,7 +179,7 @@ fn run<T: Report>(
     let session_start = Instant::now();
     let elapsed_before = state.elapsed_s;
     let mut stop_reason = None;
-    while state.epoch < exp.train.epochs {
+    while state.epoch < lp.epochs {
         if let Some(n) = opt.stop_after
             && state.epoch >= n
         {
@@ -193,7 +202,11 @@ fn run<T: Report>(
         }
         lp.checkpoint(&model, &optim, &state)?;
         eprintln!("{line} [{} elapsed]", clock(state.elapsed_s));
-        if exp.train.patience > 0 && state.bad_evals >= exp.train.patience {
+        // Early stopping waits for the step floor.
+        if exp.train.patience > 0
+            && state.bad_evals >= exp.train.patience
+            && state.step >= exp.train.min_steps
+        {
             stop_reason = Some(format!("no improvement in {} evaluations", state.bad_evals));
             break;
         }
@@ -309,7 +322,7 @@ impl<T: Task> Loop<'_, T> {
         order.truncate(self.units_per_epoch);
         let t0 = Instant::now();
         let mut prog = Progress::new(
-            format!("epoch {epoch}/{}", exp.train.epochs),
+            format!("epoch {epoch}/{}", self.epochs),
             self.steps_per_epoch,
             self.opt.progress,
         );
@@ -364,7 +377,7 @@ impl<T: Task> Loop<'_, T> {
         steps: EpochSteps,
     ) -> Result<String> {
         let exp = self.exp;
-        let last_epoch = epoch == exp.train.epochs;
+        let last_epoch = epoch == self.epochs;
         let valid = if epoch.is_multiple_of(exp.eval.every.max(1)) || last_epoch {
             Some(self.task.validate(&model.valid(), &self.chosen.device))
         } else {

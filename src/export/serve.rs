@@ -254,6 +254,15 @@ pub fn top_lists(
     k: usize,
 ) -> Result<Vec<Vec<u32>>> {
     let queries = server.queries(past, hist, users, day)?;
+    lists(server, &queries, k)
+}
+
+/// The top `k` of `server`'s pool for each query (dataset items; empty
+/// where there is no query), searched as one batch.
+pub fn lists(server: &Server, queries: &[Option<Vec<f32>>], k: usize) -> Result<Vec<Vec<u32>>> {
+    if k == 0 {
+        return Ok(vec![Vec::new(); queries.len()]);
+    }
     let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
     let mut found = server
         .engine
@@ -270,7 +279,7 @@ pub fn top_lists(
                 .iter()
                 .map(|x| server.data_item[x.0 as usize])
                 .collect(),
-            None => vec![],
+            None => Vec::new(),
         })
         .collect())
 }

@@ -150,33 +150,6 @@ impl Ranker {
         })
     }
 
-    /// The top `k` of `server`'s pool for each query (dataset items; empty
-    /// where there is no query), searched as one batch.
-    fn lists(server: &Server, queries: &[Option<Vec<f32>>], k: usize) -> Result<Vec<Vec<u32>>> {
-        if k == 0 {
-            return Ok(vec![Vec::new(); queries.len()]);
-        }
-        let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
-        let mut found = server
-            .engine
-            .pool
-            .snapshot()
-            .recommend(&flat, k, &[])?
-            .into_iter();
-        Ok(queries
-            .iter()
-            .map(|q| match q {
-                Some(_) => found
-                    .next()
-                    .expect("one list per query")
-                    .iter()
-                    .map(|x| server.data_item[x.0 as usize])
-                    .collect(),
-                None => Vec::new(),
-            })
-            .collect())
-    }
-
     /// The candidates and features of a chunk of customers; with `full`,
     /// also SASRec's top K over the whole catalogue.
     pub fn prepare(&self, users: &[u32], full: bool) -> Result<Vec<Prepared>> {
@@ -185,11 +158,11 @@ impl Ranker {
             .server
             .queries(&self.past, &self.hist, users, self.day)?;
         let sasrec_k = cfg.sasrec.max(if full { K } else { 0 });
-        let sasrec = Self::lists(&self.server, &queries, sasrec_k)?;
+        let sasrec = crate::export::serve::lists(&self.server, &queries, sasrec_k)?;
         let (tt_queries, tt_lists) = match &self.retrieval {
             Some(s) => {
                 let q = s.queries(&self.past, &self.hist, users, self.day)?;
-                let l = Self::lists(s, &q, cfg.two_tower)?;
+                let l = crate::export::serve::lists(s, &q, cfg.two_tower)?;
                 (Some(q), Some(l))
             }
             None => (None, None),
@@ -537,6 +510,40 @@ pub struct RankSettings<'a> {
 /// The feature groups the ablations leave out, in report order.
 pub const ABLATIONS: [Group; 3] = [Group::Sasrec, Group::TwoTower, Group::SourceRank];
 
+/// The sampled candidate rows of the `weeks` weeks (each `target_days`
+/// long) that end on `end` (exclusive), each as of its first day from the
+/// rows before it, with the models of `set`; and the weeks' first days.
+fn collect_weeks(
+    ds: &Dataset,
+    set: &RankSettings,
+    end: i64,
+    target_days: u32,
+    weeks: u32,
+    negatives: usize,
+    seed: u64,
+) -> Result<(Collected, Vec<i64>)> {
+    let len = i64::from(target_days);
+    let mut rows = Collected::default();
+    let mut starts = Vec::new();
+    for w in (1..=i64::from(weeks.max(1))).rev() {
+        let start = end - w * len;
+        let week: Vec<usize> = (0..ds.inter.len())
+            .filter(|&r| (start..start + len).contains(&ds.day(r)))
+            .collect();
+        if week.is_empty() {
+            continue;
+        }
+        starts.push(start);
+        let ranker = Ranker::new(ds, start, set)?;
+        rows.extend(ranker.collect(
+            &Targets::from_rows(ds, &week),
+            Some(negatives),
+            seed ^ (w as u64),
+        )?);
+    }
+    Ok((rows, starts))
+}
+
 /// The exact metrics of `lists` against `targets`.
 fn score(targets: &Targets, lists: &[Vec<u32>], n_items: usize) -> Metrics {
     let mut acc = Accumulator::new(K, n_items);
@@ -560,27 +567,16 @@ fn fit_second_stage(
     second: &SecondSettings,
 ) -> Result<Option<(SecondStage, TreeModels)>> {
     let tc = second.trees;
-    let len = i64::from(target_days);
     let valid_start = split.valid.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
-    let mut train = Collected::default();
-    let mut week_starts = Vec::new();
-    for w in (1..=i64::from(tc.weeks.max(1))).rev() {
-        let start = valid_start - w * len;
-        let rows: Vec<usize> = (0..ds.inter.len())
-            .filter(|&r| (start..start + len).contains(&ds.day(r)))
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
-        week_starts.push(start);
-        let ranker = Ranker::new(ds, start, set)?;
-        let c = ranker.collect(
-            &Targets::from_rows(ds, &rows),
-            Some(tc.negatives),
-            second.seed ^ (w as u64),
-        )?;
-        train.extend(c);
-    }
+    let (train, mut week_starts) = collect_weeks(
+        ds,
+        set,
+        valid_start,
+        target_days,
+        tc.weeks,
+        tc.negatives,
+        second.seed,
+    )?;
     week_starts.push(valid_start);
     let vr = Ranker::new(ds, valid_start, set)?;
     let vt = Targets::from_rows(ds, &split.valid);
@@ -958,26 +954,16 @@ pub fn refit_second_stage(
     second: &SecondSettings,
     stage: &SecondStage,
 ) -> Result<Refit> {
-    let len = i64::from(target_days);
     let end = crate::data::split::last_day(ds).unwrap_or(0) + 1;
-    let mut rows = Collected::default();
-    let mut week_starts = Vec::new();
-    for w in (1..=i64::from(stage.weeks.max(1))).rev() {
-        let start = end - w * len;
-        let week: Vec<usize> = (0..ds.inter.len())
-            .filter(|&r| (start..start + len).contains(&ds.day(r)))
-            .collect();
-        if week.is_empty() {
-            continue;
-        }
-        week_starts.push(start);
-        let ranker = Ranker::new(ds, start, set)?;
-        rows.extend(ranker.collect(
-            &Targets::from_rows(ds, &week),
-            Some(second.trees.negatives),
-            second.seed ^ (w as u64) ^ REFIT,
-        )?);
-    }
+    let (rows, week_starts) = collect_weeks(
+        ds,
+        set,
+        end,
+        target_days,
+        stage.weeks,
+        second.trees.negatives,
+        second.seed ^ REFIT,
+    )?;
     let served = stage.models.first();
     let (text, rounds) = match served {
         Some(m) => {

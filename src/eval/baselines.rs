@@ -139,6 +139,11 @@ impl Fitted {
         self.params.mask_seen = mask;
     }
 
+    /// Every customer's purchases the baselines were fitted on.
+    pub fn histories(&self) -> &History {
+        &self.history
+    }
+
     /// The customer's purchases in the fitted history, in time order:
     /// (items, days).
     pub fn history(&self, user: u32) -> (&[u32], &[i64]) {

@@ -150,9 +150,9 @@ impl PipelineConfig {
 struct RankValue {
     /// MAP@12 of the pipeline's ranking on the test week.
     map: f64,
-    /// The second stage, whose served trees are in `trees_file`.
+    /// The second stage (its served trees are in
+    /// `RUN/second-stage-REPORT.txt`).
     second: Option<SecondStage>,
-    trees_file: Option<PathBuf>,
     /// Recall of the candidates it ranked, by source.
     candidates: RecallReport,
 }
@@ -587,23 +587,15 @@ fn rank_report(
             serde_json::to_value(&c).expect("serialises"),
         );
     }
-    let trees_written = match &tp.second {
-        Some(st) => {
-            if !st.models.is_empty() {
-                t.notes += &format!("\n## The second stage\n\n{}", st.markdown());
-            }
-            if let Some(b) = &st.blender {
-                t.notes += &format!("\n## The logistic blender\n\n{}", b.markdown());
-            }
-            if st.text.is_empty() {
-                None
-            } else {
-                crate::util::fsutil::write_atomic(trees_file, st.text.as_bytes())?;
-                Some(trees_file.to_path_buf())
-            }
+    if let Some(st) = &tp.second {
+        if !st.models.is_empty() {
+            t.notes += &format!("\n## The second stage\n\n{}", st.markdown());
+            crate::util::fsutil::write_atomic(trees_file, st.text.as_bytes())?;
         }
-        None => None,
-    };
+        if let Some(b) = &st.blender {
+            t.notes += &format!("\n## The logistic blender\n\n{}", b.markdown());
+        }
+    }
     t.extra = serde_json::json!({
         "candidates": sources,
         "ab": ab,
@@ -616,7 +608,6 @@ fn rank_report(
     Ok(RankValue {
         map: t.rows[served].metrics[0].map,
         second: tp.second.clone(),
-        trees_file: trees_written,
         candidates: sources.clone(),
     })
 }

@@ -152,13 +152,23 @@ impl Sources {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
     pub item: u32,
-    pub sources: Sources,
     /// 1-based rank within each source's list ([`Source::index`]); 0 where
     /// the source did not propose it.
     pub ranks: [u16; Source::ALL.len()],
 }
 
 impl Candidate {
+    /// The sources that proposed it.
+    pub fn sources(&self) -> Sources {
+        let mut s = Sources::default();
+        for source in Source::ALL {
+            if self.ranks[source.index()] > 0 {
+                s.insert(source);
+            }
+        }
+        s
+    }
+
     /// Its rank in `source`'s list, if that source proposed it.
     pub fn rank(&self, source: Source) -> Option<u16> {
         let r = self.ranks[source.index()];
@@ -281,6 +291,12 @@ impl Generator {
         &self.cfg
     }
 
+    /// The baselines fitted on the sources' history (popular lists, every
+    /// customer's purchases).
+    pub fn fitted(&self) -> &Fitted {
+        &self.fitted
+    }
+
     /// The customer's most recent distinct articles (at most
     /// `cfg.seeds`, most recent first): what co-purchase and same-product
     /// start from.
@@ -325,8 +341,7 @@ impl Generator {
                         let cand = &mut out[s];
                         // A source may repeat an item (same product of two
                         // seeds); its first rank counts.
-                        if !cand.sources.contains(source) {
-                            cand.sources.insert(source);
+                        if cand.ranks[source.index()] == 0 {
                             cand.ranks[source.index()] = rank;
                         }
                     }
@@ -334,11 +349,7 @@ impl Generator {
                         slot.insert(i, out.len());
                         let mut ranks = [0u16; Source::ALL.len()];
                         ranks[source.index()] = rank;
-                        out.push(Candidate {
-                            item: i,
-                            sources: Sources::of(source),
-                            ranks,
-                        });
+                        out.push(Candidate { item: i, ranks });
                     }
                 }
             }
@@ -646,7 +657,7 @@ mod tests {
                 sasrec: None,
             },
         );
-        let find = |i: u32| c.iter().find(|x| x.item == i).map(|x| x.sources);
+        let find = |i: u32| c.iter().find(|x| x.item == i).map(|x| x.sources());
         assert!(find(1).unwrap().contains(Source::Repurchase), "repurchase");
         assert!(
             find(3).unwrap().contains(Source::CoPurchase),

@@ -333,10 +333,6 @@ impl Context {
         }
     }
 
-    pub fn day(&self) -> i64 {
-        self.day
-    }
-
     /// ln of the article's mean price before the day (NaN: never sold
     /// with a price).
     pub fn ln_price(&self, item: u32) -> f32 {
@@ -416,7 +412,7 @@ impl Context {
                 set(&mut r, Feature::rank_of(source), f32::from(rank));
             }
         }
-        set(&mut r, Feature::SourceCount, cand.sources.len() as f32);
+        set(&mut r, Feature::SourceCount, cand.sources().len() as f32);
         set(&mut r, Feature::SasrecScore, own_scores.sasrec);
         set(&mut r, Feature::TwoTowerCosine, own_scores.two_tower);
         let own = view.own.get(&cand.item);
@@ -552,18 +548,6 @@ pub struct CustomerView {
     age: f32,
     bucket: usize,
     copurchase: FxHashMap<u32, (u32, u32)>,
-}
-
-impl CustomerView {
-    /// ln(1 + own purchases of `item`) and its last day, for the logistic
-    /// blender's inputs.
-    pub fn own(&self, item: u32) -> Option<(u32, i64)> {
-        self.own.get(&item).map(|o| (o.all, o.last))
-    }
-
-    pub fn mean_ln_price(&self) -> Option<f32> {
-        self.mean_ln_price
-    }
 }
 
 #[cfg(test)]

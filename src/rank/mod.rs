@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use crate::data::history::History;
 use crate::error::{Error, Result};
-use crate::eval::baselines::{self, Fitted, Kind};
+use crate::eval::baselines::{Fitted, Kind};
 use crate::eval::compare::PerCustomer;
 use crate::eval::report::Table;
 use crate::eval::{Accumulator, Metrics, Targets};
@@ -56,7 +56,6 @@ const K: usize = 12;
 pub struct Ranker {
     past: Dataset,
     server: Server,
-    hist: History,
     sources: Generator,
     ctx: Context,
     /// The two-tower server (source and cosine feature).
@@ -64,7 +63,6 @@ pub struct Ranker {
     /// ln(price)·alpha per item for the revenue objective (0 for purchase).
     bonus: Vec<f32>,
     pub popular: Vec<u32>,
-    pub fitted: Fitted,
     day: i64,
 }
 
@@ -103,7 +101,6 @@ impl Ranker {
                 set.ranker.display()
             )));
         }
-        let hist = History::build(&past, &rows);
         let retrieval = match set.retrieval {
             Some(b) => Some(Server::new(b, &past)?),
             None => None,
@@ -133,35 +130,44 @@ impl Ranker {
                 objective.bonus(alpha, l)
             })
             .collect();
-        let fitted = Fitted::fit(&past, &rows, baselines::Params::default());
+        let sources = Generator::fit(&past, &rows, cfg);
         let mut popular = Vec::new();
-        fitted.recommend(Kind::DecayedPopular, 0, K, &mut popular);
+        sources
+            .fitted()
+            .recommend(Kind::DecayedPopular, 0, K, &mut popular);
         Ok(Ranker {
-            sources: Generator::fit(&past, &rows, cfg),
+            sources,
             ctx,
             past,
             server,
-            hist,
             retrieval,
             bonus,
             popular,
-            fitted,
             day,
         })
+    }
+
+    /// The baselines fitted on the rows before the day.
+    pub fn fitted(&self) -> &Fitted {
+        self.sources.fitted()
+    }
+
+    /// Every customer's purchases before the day.
+    fn hist(&self) -> &History {
+        self.sources.fitted().histories()
     }
 
     /// The candidates and features of a chunk of customers; with `full`,
     /// also SASRec's top K over the whole catalogue.
     pub fn prepare(&self, users: &[u32], full: bool) -> Result<Vec<Prepared>> {
         let cfg = self.sources.config();
-        let queries = self
-            .server
-            .queries(&self.past, &self.hist, users, self.day)?;
+        let hist = self.hist();
+        let queries = self.server.queries(&self.past, hist, users, self.day)?;
         let sasrec_k = cfg.sasrec.max(if full { K } else { 0 });
         let sasrec = crate::export::serve::lists(&self.server, &queries, sasrec_k)?;
         let (tt_queries, tt_lists) = match &self.retrieval {
             Some(s) => {
-                let q = s.queries(&self.past, &self.hist, users, self.day)?;
+                let q = s.queries(&self.past, hist, users, self.day)?;
                 let l = crate::export::serve::lists(s, &q, cfg.two_tower)?;
                 (Some(q), Some(l))
             }
@@ -177,7 +183,7 @@ impl Ranker {
                     sasrec: Some(own_sasrec),
                 };
                 let candidates = self.sources.candidates(u, models);
-                let (items, days) = self.hist.all(u);
+                let (items, days) = hist.all(u);
                 let seeds = self.sources.seeds(u);
                 let view =
                     self.ctx
@@ -259,75 +265,79 @@ impl Ranker {
         seed: u64,
     ) -> Result<Collected> {
         let mut out = Collected::default();
-        let (mut neg_all, mut neg_kept) = (0usize, 0usize);
-        let per: Vec<(u32, &crate::eval::Truth)> =
-            targets.users.iter().copied().zip(&targets.truth).collect();
-        for (c, chunk) in per.chunks(CHUNK).enumerate() {
-            let users: Vec<u32> = chunk.iter().map(|p| p.0).collect();
-            let prepared = self.prepare(&users, false)?;
-            let parts: Vec<Option<Sampled>> = prepared
-                .into_par_iter()
-                .zip(chunk.par_iter())
-                .enumerate()
-                .map(|(k, (p, &(_, truth)))| {
-                    let labelled: Vec<(Row, bool)> = p
-                        .candidates
-                        .iter()
-                        .zip(p.rows)
-                        .map(|(cand, r)| (r, truth.items.binary_search(&cand.item).is_ok()))
-                        .collect();
-                    if !labelled.iter().any(|l| l.1) {
-                        return None;
-                    }
-                    let (x, y, n) = match negatives {
-                        Some(keep) => {
-                            let mut rng =
-                                Rng::stream(seed, SAMPLE ^ (((c * CHUNK + k) as u64) << 8));
-                            blend::sample(&labelled, keep, &mut rng)
-                        }
-                        None => {
-                            let n = labelled.iter().filter(|l| !l.1).count();
-                            let (x, y) = labelled.into_iter().unzip();
-                            (x, y, n)
-                        }
-                    };
-                    Some(Sampled {
-                        x,
-                        y,
-                        negatives: n,
-                        has_query: p.has_query,
-                    })
-                })
+        for (c, (users, truths)) in targets
+            .users
+            .chunks(CHUNK)
+            .zip(targets.truth.chunks(CHUNK))
+            .enumerate()
+        {
+            let prepared = self.prepare(users, false)?;
+            out.extend(label(&prepared, truths, negatives, seed, c * CHUNK));
+        }
+        Ok(out)
+    }
+}
+
+/// The labelled rows of prepared customers (`truths` aligned with them),
+/// as [`Ranker::collect`] describes; `offset` is the first customer's
+/// position among all collected, which picks its sampling stream.
+fn label(
+    prepared: &[Prepared],
+    truths: &[crate::eval::Truth],
+    negatives: Option<usize>,
+    seed: u64,
+    offset: usize,
+) -> Collected {
+    let parts: Vec<Option<Sampled>> = prepared
+        .par_iter()
+        .zip(truths.par_iter())
+        .enumerate()
+        .map(|(k, (p, truth))| {
+            let labelled: Vec<(Row, bool)> = p
+                .candidates
+                .iter()
+                .zip(&p.rows)
+                .map(|(cand, r)| (*r, truth.items.binary_search(&cand.item).is_ok()))
                 .collect();
-            for Sampled {
+            if !labelled.iter().any(|l| l.1) {
+                return None;
+            }
+            let (x, y, n) = match negatives {
+                Some(keep) => {
+                    let mut rng = Rng::stream(seed, SAMPLE ^ (((offset + k) as u64) << 8));
+                    blend::sample(&labelled, keep, &mut rng)
+                }
+                None => {
+                    let n = labelled.iter().filter(|l| !l.1).count();
+                    let (x, y) = labelled.into_iter().unzip();
+                    (x, y, n)
+                }
+            };
+            Some(Sampled {
                 x,
                 y,
                 negatives: n,
-                has_query,
-            } in parts.into_iter().flatten()
-            {
-                neg_kept += y.iter().filter(|&&b| !b).count();
-                neg_all += n;
-                out.trees.groups.push(x.len() as i32);
-                out.trees
-                    .y
-                    .extend(y.iter().map(|&b| f32::from(u8::from(b))));
-                for r in &x {
-                    out.trees.x.extend_from_slice(r);
-                }
-                if has_query {
-                    out.blend_x.extend(x.iter().map(blend::inputs));
-                    out.blend_y.extend(y);
-                }
-            }
+                has_query: p.has_query,
+            })
+        })
+        .collect();
+    let mut out = Collected::default();
+    for part in parts.into_iter().flatten() {
+        out.negatives_seen += part.negatives;
+        out.trees.groups.push(part.x.len() as i32);
+        out.trees
+            .y
+            .extend(part.y.iter().map(|&b| f32::from(u8::from(b))));
+        for r in &part.x {
+            out.trees.x.extend_from_slice(r);
         }
-        out.trees.negative_rate = if neg_all > 0 {
-            neg_kept as f64 / neg_all as f64
-        } else {
-            1.0
-        };
-        Ok(out)
+        if part.has_query {
+            out.blend_x.extend(part.x.iter().map(blend::inputs));
+            out.blend_y.extend(part.y);
+        }
     }
+    out.set_rate();
+    out
 }
 
 /// One customer's sampled training rows.
@@ -351,29 +361,32 @@ const SAMPLE: u64 = 0x0062_6c65_6e64;
 /// Labelled candidate rows of one or more weeks.
 #[derive(Default)]
 pub struct Collected {
+    /// Its `negative_rate` is kept / [`Collected::negatives_seen`].
     pub trees: RowSet,
     pub blend_x: Vec<blend::Row>,
     pub blend_y: Vec<bool>,
+    /// Not-bought candidates of the collected customers before sampling.
+    pub negatives_seen: usize,
 }
 
 impl Collected {
     fn extend(&mut self, other: Collected) {
-        // The sampling rate of the union: weighted by each part's negatives
-        // is what `collect` would have computed over both.
-        let (a, b) = (&self.trees, &other.trees);
-        let neg = |s: &RowSet| (s.len() - s.positives()) as f64;
-        let rate = if self.trees.is_empty() {
-            b.negative_rate
-        } else {
-            let all = neg(a) / a.negative_rate + neg(b) / b.negative_rate;
-            (neg(a) + neg(b)) / all.max(1.0)
-        };
         self.trees.x.extend(other.trees.x);
         self.trees.y.extend(other.trees.y);
         self.trees.groups.extend(other.trees.groups);
-        self.trees.negative_rate = rate;
         self.blend_x.extend(other.blend_x);
         self.blend_y.extend(other.blend_y);
+        self.negatives_seen += other.negatives_seen;
+        self.set_rate();
+    }
+
+    fn set_rate(&mut self) {
+        let kept = self.trees.len() - self.trees.positives();
+        self.trees.negative_rate = if self.negatives_seen > 0 {
+            kept as f64 / self.negatives_seen as f64
+        } else {
+            1.0
+        };
     }
 }
 
@@ -580,11 +593,13 @@ fn fit_second_stage(
     week_starts.push(valid_start);
     let vr = Ranker::new(ds, valid_start, set)?;
     let vt = Targets::from_rows(ds, &split.valid);
-    let valid = vr.collect(&vt, None, 0)?.trees;
+    // Prepared once: the trees' validation rows and the exact metrics read
+    // the same candidates.
     let mut vp = Vec::new();
     for chunk in vt.users.chunks(CHUNK) {
         vp.extend(vr.prepare(chunk, false)?);
     }
+    let valid = label(&vp, &vt.truth, None, 0, 0).trees;
     let n_items = ds.items.len();
     let valid_metrics = |scorer: Scorer| {
         let lists: Vec<Vec<u32>> = vp.par_iter().map(|p| vr.order(p, scorer)).collect();
@@ -607,8 +622,9 @@ fn fit_second_stage(
     } else {
         None
     };
-    if !tc.enabled {
-        return Ok(blender.map(|b| {
+    // Without trees (off, or too little to train them) the blender serves.
+    let blender_only = |blender: Option<Blender>, week_starts: Vec<i64>| {
+        blender.map(|b| {
             (
                 SecondStage {
                     models: Vec::new(),
@@ -625,7 +641,10 @@ fn fit_second_stage(
                 },
                 Vec::new(),
             )
-        }));
+        })
+    };
+    if !tc.enabled {
+        return Ok(blender_only(blender, week_starts));
     }
     let rate = train.trees.negative_rate;
     let mut fitted: TreeModels = Vec::new();
@@ -637,7 +656,7 @@ fn fit_second_stage(
                 eprintln!(
                     "trees not trained, the blender or the score orders the candidates: {why}"
                 );
-                return Ok(None);
+                return Ok(blender_only(blender, week_starts));
             }
             Err(e) => return Err(e),
         };
@@ -658,7 +677,7 @@ fn fit_second_stage(
         fitted.push((System::Trees(objective), m));
     }
     if fitted.is_empty() {
-        return Ok(None);
+        return Ok(blender_only(blender, week_starts));
     }
     // Chosen on validation by what the objective maximises.
     let key = |s: &TreeSummary| match set.objective {
@@ -813,7 +832,7 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
             .iter()
             .map(|&u| {
                 let mut out = Vec::new();
-                r.fitted.recommend(kind, u, K, &mut out);
+                r.fitted().recommend(kind, u, K, &mut out);
                 out
             })
             .collect();

@@ -224,6 +224,7 @@ patience = 20
     // submission, and the submission is then ordered by the blender: the
     // trees are what the first submission was ordered by.
     let with_trees = bytes(third.submission.as_ref().unwrap());
+    let results_with_trees = std::fs::read_to_string(report.join("results.md")).unwrap();
     let mut plain = cfg.clone();
     plain.trees.enabled = false;
     let off = run(&plain, &run_dir, &report).unwrap();
@@ -236,6 +237,62 @@ patience = 20
     let results = std::fs::read_to_string(report.join("results.md")).unwrap();
     assert!(!results.contains("## The second stage"), "{results}");
     assert!(results.contains("## The logistic blender"), "{results}");
+
+    // Exporting the second stage's rows changes no result; the validation
+    // file holds only customers with a bought candidate, every candidate of
+    // theirs, one column per registry feature.
+    let mut export = cfg.clone();
+    export.trees.export_rows = true;
+    let exported = run(&export, &run_dir, &report).unwrap();
+    assert_eq!(
+        reran(&exported),
+        ["rank-tiny", "second-stage-refit-tiny", "submission-tiny"]
+    );
+    assert_eq!(bytes(exported.submission.as_ref().unwrap()), with_trees);
+    assert_eq!(
+        std::fs::read_to_string(report.join("results.md")).unwrap(),
+        results_with_trees
+    );
+    let rows_dir = run_dir.join("second-stage-rows-tiny");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&bytes(&rows_dir.join("summary.json"))).unwrap();
+    let read = |name: &str| {
+        use polars::prelude::SerReader;
+        let f = std::fs::File::open(rows_dir.join(name)).unwrap();
+        polars::prelude::ParquetReader::new(f).finish().unwrap()
+    };
+    let (train, valid) = (read("train.parquet"), read("valid.parquet"));
+    for f in recforge::rank::features::Feature::ALL {
+        assert!(train.column(f.name()).is_ok() && valid.column(f.name()).is_ok());
+    }
+    let customers = |df: &polars::prelude::DataFrame| -> Vec<i64> {
+        df.column("customer")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap())
+            .collect()
+    };
+    let labels: Vec<f32> = valid
+        .column("label")
+        .unwrap()
+        .f32()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    let vc = customers(&valid);
+    let n_valid = (*vc.last().unwrap() + 1) as usize;
+    let mut bought = vec![false; n_valid];
+    for (&c, &l) in vc.iter().zip(&labels) {
+        bought[c as usize] |= l > 0.0;
+    }
+    assert!(bought.iter().all(|&b| b));
+    assert!(n_valid <= summary["valid_customers"].as_u64().unwrap() as usize);
+    assert!(customers(&train).windows(2).all(|w| w[0] <= w[1]));
+    let served_map = summary["models"][0]["valid_map"].as_f64().unwrap();
+    assert!(served_map > 0.0 && served_map <= 1.0, "{summary}");
 }
 
 #[test]

@@ -359,6 +359,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     // another run on the same data (another objective, other settings).
     let per_customer = run_dir.join(format!("per-customer-{report_name}.json"));
     let trees_file = run_dir.join(format!("second-stage-{report_name}.txt"));
+    let rows_dir = run_dir.join(format!("second-stage-rows-{report_name}"));
     let settings = crate::rank::RankSettings {
         candidates: &cfg.candidates,
         retrieval: Some(tt_bundle.as_path()),
@@ -371,6 +372,7 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
                 blend: &cfg.blend,
                 trees: &cfg.trees,
                 seed: cfg.seed,
+                rows_out: cfg.trees.export_rows.then_some(rows_dir.as_path()),
             }),
     };
     let ranked = steps.run(

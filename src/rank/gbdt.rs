@@ -65,6 +65,12 @@ pub struct TreeConfig {
     /// Train the ablations (without each feature group, and the logistic
     /// blender on the same weeks) for the report.
     pub ablations: bool,
+    /// Write the training and validation rows as Parquet beside the run
+    /// (`second-stage-rows-REPORT/`), to study or train on elsewhere
+    /// (`benches/second_stage_libs.py` reads them). Left out of the config's
+    /// hash when off, so earlier runs' steps are still reused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub export_rows: bool,
 }
 
 impl Default for TreeConfig {
@@ -82,6 +88,7 @@ impl Default for TreeConfig {
             feature_fraction: 0.8,
             lambda_l2: 1.0,
             ablations: true,
+            export_rows: false,
         }
     }
 }

@@ -39,7 +39,7 @@ use crate::eval::report::Table;
 use crate::eval::{Accumulator, Metrics, Targets};
 use crate::export::serve::Server;
 use crate::rank::blend::{BlendConfig, Blender};
-use crate::rank::candidates::{CandidateConfig, Generator, List, ModelLists};
+use crate::rank::candidates::{Candidate, CandidateConfig, Generator, List, ModelLists};
 use crate::rank::features::{Context, Feature, Group, ModelScores, Row};
 use crate::rank::gbdt::{RowSet, TreeConfig, TreeObjective};
 use crate::util::rng::Rng;
@@ -226,9 +226,20 @@ impl Ranker {
     /// query: a customer without history keeps the candidates' own order
     /// (popularity first) under them; the trees score every customer.
     pub fn order(&self, p: &Prepared, scorer: Scorer) -> Vec<u32> {
+        self.order_rows(&p.candidates, &p.rows, p.has_query, scorer)
+    }
+
+    /// [`Ranker::order`] over candidates and their rows held apart.
+    fn order_rows(
+        &self,
+        candidates: &[Candidate],
+        rows: &[Row],
+        has_query: bool,
+        scorer: Scorer,
+    ) -> Vec<u32> {
         let mut top: Vec<u32> = match scorer {
-            Scorer::Score | Scorer::Blender(_) if !p.has_query => {
-                p.candidates.iter().map(|c| c.item).take(K).collect()
+            Scorer::Score | Scorer::Blender(_) if !has_query => {
+                candidates.iter().map(|c| c.item).take(K).collect()
             }
             _ => {
                 let value = |r: &Row| -> f64 {
@@ -239,10 +250,9 @@ impl Ranker {
                     };
                     if v.is_nan() { f64::NEG_INFINITY } else { v }
                 };
-                let mut scored: Vec<(u32, f64)> = p
-                    .candidates
+                let mut scored: Vec<(u32, f64)> = candidates
                     .iter()
-                    .zip(&p.rows)
+                    .zip(rows)
                     .map(|(c, r)| (c.item, value(r) + f64::from(self.bonus[c.item as usize])))
                     .collect();
                 scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -367,6 +377,8 @@ pub struct Collected {
     pub blend_y: Vec<bool>,
     /// Not-bought candidates of the collected customers before sampling.
     pub negatives_seen: usize,
+    /// Customers collected by the end of each week ([`collect_weeks`]).
+    pub week_ends: Vec<usize>,
 }
 
 impl Collected {
@@ -505,6 +517,9 @@ pub struct SecondSettings<'a> {
     pub trees: &'a TreeConfig,
     /// The negative sampling's and the trees' seed.
     pub seed: u64,
+    /// Where the training and validation rows are written (`[trees]
+    /// export_rows`).
+    pub rows_out: Option<&'a Path>,
 }
 
 /// How candidates are made and ordered.
@@ -553,6 +568,7 @@ fn collect_weeks(
             Some(negatives),
             seed ^ (w as u64),
         )?);
+        rows.week_ends.push(rows.trees.groups.len());
     }
     Ok((rows, starts))
 }
@@ -594,16 +610,70 @@ fn fit_second_stage(
     let vr = Ranker::new(ds, valid_start, set)?;
     let vt = Targets::from_rows(ds, &split.valid);
     // Prepared once: the trees' validation rows and the exact metrics read
-    // the same candidates.
+    // the same candidates. Only customers with a bought candidate keep their
+    // rows: no order of the others' candidates scores, and the popular items
+    // padding a short list land after all of them whatever the order, so
+    // their list is made once. At the full H&M size this halves the rows
+    // held.
     let mut vp = Vec::new();
-    for chunk in vt.users.chunks(CHUNK) {
-        vp.extend(vr.prepare(chunk, false)?);
+    let mut kept_truth = Vec::new();
+    let mut missed = Vec::new();
+    for (c, (users, truths)) in vt
+        .users
+        .chunks(CHUNK)
+        .zip(vt.truth.chunks(CHUNK))
+        .enumerate()
+    {
+        for (k, (p, t)) in vr
+            .prepare(users, false)?
+            .into_iter()
+            .zip(truths)
+            .enumerate()
+        {
+            if p.candidates
+                .iter()
+                .any(|cand| t.items.binary_search(&cand.item).is_ok())
+            {
+                vp.push(p);
+                kept_truth.push(t.clone());
+            } else {
+                let mut list: Vec<u32> =
+                    p.candidates.iter().map(|cand| cand.item).take(K).collect();
+                fill(&mut list, &vr.popular);
+                missed.push((c * CHUNK + k, list));
+            }
+        }
     }
-    let valid = label(&vp, &vt.truth, None, 0, 0).trees;
+    let valid = label(&vp, &kept_truth, None, 0, 0).trees;
+    // Every kept customer has a bought candidate, so `valid` holds each
+    // one's rows in order: they are read from there, not held twice.
+    let mut starts = Vec::with_capacity(vp.len());
+    let mut at = 0usize;
+    for (p, &g) in vp.iter_mut().zip(&valid.groups) {
+        debug_assert_eq!(p.rows.len(), g as usize);
+        starts.push(at);
+        at += g as usize;
+        p.rows = Vec::new();
+    }
+    let (valid_rows, _) = valid.x.as_chunks::<{ features::N }>();
     let n_items = ds.items.len();
     let valid_metrics = |scorer: Scorer| {
-        let lists: Vec<Vec<u32>> = vp.par_iter().map(|p| vr.order(p, scorer)).collect();
-        score(&vt, &lists, n_items)
+        let lists: Vec<Vec<u32>> = vp
+            .par_iter()
+            .zip(&starts)
+            .map(|(p, &s)| {
+                let rows = &valid_rows[s..s + p.candidates.len()];
+                vr.order_rows(&p.candidates, rows, p.has_query, scorer)
+            })
+            .collect();
+        let mut acc = Accumulator::new(K, n_items);
+        for (t, l) in kept_truth.iter().zip(&lists) {
+            acc.add(t, l);
+        }
+        for (m, list) in &missed {
+            acc.add(&vt.truth[*m], list);
+        }
+        acc.finish()
     };
     let blender = if second.blend.enabled {
         match Blender::fit(
@@ -721,6 +791,17 @@ fn fit_second_stage(
         .map(|(f, g)| (f.name().to_string(), g / total))
         .collect();
     importance.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if let Some(dir) = second.rows_out {
+        let has_query: Vec<bool> = vp.iter().map(|p| p.has_query).collect();
+        let summary = RowsSummary {
+            valid_customers: vt.len(),
+            week_starts: week_starts.clone(),
+            negative_rate: rate,
+            models: summaries.clone(),
+            score_valid_map: valid_metrics(Scorer::Score).map,
+        };
+        write_rows(dir, &train, &valid, &kept_truth, &has_query, &summary)?;
+    }
     let stage = SecondStage {
         models: summaries,
         served,
@@ -1014,6 +1095,101 @@ pub fn refit_second_stage(
         week_starts,
         blender,
     })
+}
+
+/// What `second-stage-rows-*/summary.json` says beside the rows.
+#[derive(Serialize)]
+struct RowsSummary {
+    /// Validation buyers, with or without a bought candidate (the exact
+    /// MAP@12's denominator; `valid.parquet` holds those with one).
+    valid_customers: usize,
+    week_starts: Vec<i64>,
+    negative_rate: f64,
+    /// Each trained model's exact validation metrics.
+    models: Vec<TreeSummary>,
+    /// SASRec's score ordering's, to check a metric computed from the rows.
+    score_valid_map: f64,
+}
+
+/// Writes the second stage's rows as Parquet: `train.parquet` (the sampled
+/// training weeks) and `valid.parquet` (every candidate of the validation
+/// customers with a bought one), one column per feature by its registry
+/// name plus `customer` (its index in the file), `label`, and `week` (the
+/// week's first day) or `truth_items` (the customer's distinct purchases)
+/// and `has_query`; and `summary.json`. The directory is swapped in whole.
+fn write_rows(
+    dir: &Path,
+    train: &Collected,
+    valid: &RowSet,
+    valid_truth: &[crate::eval::Truth],
+    has_query: &[bool],
+    summary: &RowsSummary,
+) -> Result<()> {
+    use polars::prelude::{Column, DataFrame, ParquetWriter};
+    let out = crate::util::fsutil::AtomicDir::create(dir)?;
+    let per_row = |groups: &[i32], each: &dyn Fn(usize) -> i64| -> Vec<i64> {
+        groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, &n)| std::iter::repeat_n(each(g), n as usize))
+            .collect()
+    };
+    let write = |name: &str, rows: &RowSet, extra: Vec<Column>| -> Result<()> {
+        let path = out.path().join(name);
+        let pq = |e| Error::Parquet {
+            file: path.clone(),
+            source: e,
+        };
+        let mut cols = vec![
+            Column::new("customer".into(), per_row(&rows.groups, &|g| g as i64)),
+            Column::new("label".into(), rows.y.clone()),
+        ];
+        cols.extend(extra);
+        for f in Feature::ALL {
+            let v: Vec<f32> = rows
+                .x
+                .iter()
+                .skip(f.slot())
+                .step_by(features::N)
+                .copied()
+                .collect();
+            cols.push(Column::new(f.name().into(), v));
+        }
+        let mut df = DataFrame::new(rows.len(), cols).map_err(pq)?;
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        ParquetWriter::new(file).finish(&mut df).map_err(pq)?;
+        Ok(())
+    };
+    let week_of = |g: usize| {
+        let w = train.week_ends.partition_point(|&end| end <= g);
+        summary.week_starts.get(w).copied().unwrap_or(-1)
+    };
+    write(
+        "train.parquet",
+        &train.trees,
+        vec![Column::new(
+            "week".into(),
+            per_row(&train.trees.groups, &week_of),
+        )],
+    )?;
+    write(
+        "valid.parquet",
+        valid,
+        vec![
+            Column::new(
+                "truth_items".into(),
+                per_row(&valid.groups, &|g| valid_truth[g].items.len() as i64),
+            ),
+            Column::new(
+                "has_query".into(),
+                per_row(&valid.groups, &|g| i64::from(has_query[g])),
+            ),
+        ],
+    )?;
+    let json = serde_json::to_vec_pretty(summary).expect("summary serialises");
+    std::fs::write(out.path().join("summary.json"), json)
+        .map_err(|e| Error::io(out.path().join("summary.json"), e))?;
+    out.commit()
 }
 
 /// Stream id of the refit's negative sampling.

@@ -186,6 +186,7 @@ pub fn rank(a: RankArgs) -> Result<()> {
             blend: &blend,
             trees: &trees,
             seed: a.seed,
+            rows_out: None,
         }),
     };
     let (tp, per_customer) = commands::rank(&a.data, a.target_days, &settings, a.out.as_deref())?;

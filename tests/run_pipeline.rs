@@ -21,6 +21,219 @@ fn reran(out: &recforge::pipeline::PipelineOutcome) -> Vec<&str> {
         .collect()
 }
 
+/// A submission-format file as customer → articles.
+fn read_lists(path: &Path) -> std::collections::HashMap<String, Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (c, p) = l.split_once(',').unwrap();
+            (c.to_string(), p.split(' ').map(str::to_string).collect())
+        })
+        .collect()
+}
+
+/// A `recforge-serve` tenant on the test period's ranking bundle, fed the
+/// customer file `recforge serving-data` writes for the bundle's day,
+/// answers every test customer with the evaluation's own list.
+fn http_serves_the_evaluated_lists(
+    run_dir: &Path,
+    scratch: &Path,
+    served: &std::collections::HashMap<String, Vec<String>>,
+) {
+    let bundle = run_dir.join("ranking-tiny");
+    let day = recforge_infer::rank::bundle::RankingBundle::load(&bundle)
+        .unwrap()
+        .manifest
+        .day;
+    let dir = scratch.join("http");
+    copy_dir(&bundle, &dir.join("models").join("shop"));
+    recforge::export::serving_data::write(
+        &run_dir.join("cache"),
+        &dir.join("serving"),
+        usize::MAX,
+        Some(day),
+    )
+    .unwrap();
+    let cfg = r#"
+models_dir = "models"
+admin_token = "0123456789abcdef0123"
+port = 0
+workers = 2
+
+[tenants.shop]
+bundle = "shop"
+customers = "serving/customers.jsonl"
+"#;
+    std::fs::write(dir.join("serve.toml"), cfg).unwrap();
+    let server =
+        recforge_serve::start(recforge_serve::Config::load(&dir.join("serve.toml")).unwrap())
+            .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://{}/v1/shop/recommend", server.addr);
+    for (c, want) in served {
+        let body = serde_json::json!({"customer_id": c, "k": 12}).to_string();
+        let mut resp = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body.as_bytes())
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let v: serde_json::Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(v["source"], "ranking", "{v}");
+        assert!(v["candidates"].as_u64().unwrap() > 0, "{v}");
+        let got: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["article_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(&got, want, "customer {c}");
+    }
+    server.stop();
+}
+
+/// Each part of a ranking bundle damaged in a copy: the load is refused
+/// with an error naming the part.
+fn damaged_bundles_are_refused(bundle: &Path, scratch: &Path) {
+    use recforge_infer::rank::bundle::RankingBundle;
+    let copy = |name: &str| {
+        let to = scratch.join(name);
+        let _ = std::fs::remove_dir_all(&to);
+        copy_dir(bundle, &to);
+        to
+    };
+    let refused = |dir: &Path| match RankingBundle::load(dir) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(RankingBundle::load(bundle).is_ok());
+    let flip = |path: &Path| {
+        let mut b = std::fs::read(path).unwrap();
+        let n = b.len() / 2;
+        b[n] ^= 0x55;
+        std::fs::write(path, b).unwrap();
+    };
+    let d = copy("state");
+    flip(&d.join("state.cbor"));
+    assert!(
+        refused(&d).contains("state.cbor has SHA-256"),
+        "{}",
+        refused(&d)
+    );
+    let d = copy("trees");
+    let t = std::fs::read_to_string(d.join("trees.txt")).unwrap();
+    std::fs::write(d.join("trees.txt"), t.replacen("Tree=0", "Tree=0\n", 1)).unwrap();
+    assert!(
+        refused(&d).contains("trees.txt has SHA-256"),
+        "{}",
+        refused(&d)
+    );
+    let d = copy("no-trees");
+    std::fs::remove_file(d.join("trees.txt")).unwrap();
+    assert!(refused(&d).contains("trees.txt"), "{}", refused(&d));
+    let d = copy("spec");
+    let m = std::fs::read_to_string(d.join("ranking.json")).unwrap();
+    std::fs::write(
+        d.join("ranking.json"),
+        m.replacen("\"rank_sasrec\"", "\"rank_gru\"", 1),
+    )
+    .unwrap();
+    assert!(refused(&d).contains("feature spec"), "{}", refused(&d));
+    let d = copy("format");
+    std::fs::write(
+        d.join("ranking.json"),
+        m.replacen("\"format_version\": 1", "\"format_version\": 9", 1),
+    )
+    .unwrap();
+    assert!(refused(&d).contains("version 9"), "{}", refused(&d));
+    let d = copy("ranker-kind");
+    std::fs::remove_dir_all(d.join("ranker")).unwrap();
+    copy_dir(&bundle.join("retrieval"), &d.join("ranker"));
+    assert!(
+        refused(&d).contains("ranker/ holds a TwoTower bundle"),
+        "{}",
+        refused(&d)
+    );
+    let d = copy("ranker-weights");
+    flip(&d.join("ranker").join("model.safetensors"));
+    assert!(refused(&d).contains("ranker"), "{}", refused(&d));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The most popular articles, sold out while other articles flip between
+/// sold out and back, never reach a ranking-bundle list read meanwhile.
+fn sold_out_articles_are_never_served(bundle: &Path, ds: &recforge::data::Dataset) {
+    use recforge_infer::rank::bundle::RankingBundle;
+    let b = RankingBundle::load(bundle).unwrap();
+    let tr = recforge::submit::ranking::Translation::new(&b, ds);
+    let hist = recforge::data::history::History::of_all(ds);
+    let users: Vec<u32> = (1..ds.users.len() as u32).step_by(7).collect();
+    let (before, _) = tr.lists(&b, ds, &hist, &users).unwrap();
+    // The articles served most often: surely served again if sellable.
+    let mut count: std::collections::HashMap<u32, usize> = Default::default();
+    for &i in before.iter().flatten() {
+        *count.entry(i).or_default() += 1;
+    }
+    let mut top: Vec<(u32, usize)> = count.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let gone: Vec<u32> = top.iter().take(5).map(|t| t.0).collect();
+    let flipping: Vec<u32> = top.iter().skip(5).take(20).map(|t| t.0).collect();
+    let pool = &b.engine.ranker.engine.pool;
+    for &i in &gone {
+        pool.set_available(&ds.items.ids[i as usize], false)
+            .unwrap();
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut on = false;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for &i in &flipping {
+                    pool.set_available(&ds.items.ids[i as usize], on).unwrap();
+                }
+                on = !on;
+            }
+        });
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..3 {
+                        let (lists, _) = tr.lists(&b, ds, &hist, &users).unwrap();
+                        for l in &lists {
+                            assert_eq!(l.len(), 12);
+                            assert!(
+                                !l.iter().any(|i| gone.contains(i)),
+                                "{l:?} holds a sold-out article"
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
 #[test]
 fn pipeline_runs_end_to_end_and_reuses_unchanged_steps() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,6 +397,34 @@ patience = 20
     assert_eq!(sub.lines().count(), 2000 + 1);
     let bytes = |p: &Path| std::fs::read(p).unwrap();
     let sub_bytes = bytes(first.submission.as_ref().unwrap());
+
+    // What is evaluated is what is served: `recforge submit` on the test
+    // period's ranking bundle gives the evaluation's own list to every
+    // test customer, and on the refit bundle the pipeline's submission.
+    let served = read_lists(&run_dir.join("served-tiny.csv"));
+    assert!(served.len() > 100, "{} test customers", served.len());
+    let submit = |bundle: &str, out: &Path| {
+        recforge::submit::submit(&recforge::submit::SubmitOptions {
+            bundle: run_dir.join(bundle),
+            data: run_dir.join("cache"),
+            out: out.to_path_buf(),
+            stale_days: 0,
+            chunk: 300,
+        })
+        .unwrap()
+    };
+    let from_bundle = d.join("from-bundle.csv");
+    submit("ranking-tiny", &from_bundle);
+    let all = read_lists(&from_bundle);
+    for (c, l) in &served {
+        assert_eq!(all.get(c), Some(l), "customer {c}");
+    }
+    let refit = d.join("from-refit.csv");
+    submit("ranking-tiny-refit", &refit);
+    assert_eq!(bytes(&refit), sub_bytes);
+    http_serves_the_evaluated_lists(&run_dir, d, &served);
+    damaged_bundles_are_refused(&run_dir.join("ranking-tiny"), d);
+    sold_out_articles_are_never_served(&run_dir.join("ranking-tiny"), &ds);
 
     // Unchanged: everything reused, nothing rewritten.
     let again = run(&cfg, &run_dir, &report).unwrap();

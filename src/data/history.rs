@@ -4,7 +4,7 @@
 
 use crate::data::Dataset;
 
-/// Every customer's purchases (item, day, price), in time order, stored as
+/// Every customer's purchases (item, day, price, channel), in time order, stored as
 /// one flat array per field with per-customer offsets (CSR), so a
 /// customer's history is two slice bounds.
 #[derive(Debug, Clone)]
@@ -13,6 +13,7 @@ pub struct History {
     items: Vec<u32>,
     days: Vec<i64>,
     prices: Vec<f32>,
+    channels: Vec<u8>,
 }
 
 impl History {
@@ -31,11 +32,13 @@ impl History {
         let mut items = vec![0u32; rows.len()];
         let mut days = vec![0i64; rows.len()];
         let mut prices = vec![0f32; rows.len()];
+        let mut channels = vec![0u8; rows.len()];
         for &r in rows {
             let u = ds.inter.user[r] as usize;
             items[fill[u]] = ds.inter.item[r];
             days[fill[u]] = ds.day(r);
             prices[fill[u]] = ds.inter.price[r];
+            channels[fill[u]] = ds.inter.channel[r];
             fill[u] += 1;
         }
         History {
@@ -43,6 +46,7 @@ impl History {
             items,
             days,
             prices,
+            channels,
         }
     }
 
@@ -76,6 +80,10 @@ impl History {
 
     pub fn prices(&self, user: u32) -> &[f32] {
         &self.prices[self.range(user)]
+    }
+
+    pub fn channels(&self, user: u32) -> &[u8] {
+        &self.channels[self.range(user)]
     }
 
     /// Mean price over every purchase with one, for normalising revenue

@@ -147,18 +147,26 @@ impl Dataset {
     pub fn day(&self, row: usize) -> i64 {
         self.inter.time[row].div_euclid(self.meta.time_unit.per_day())
     }
-}
 
-/// Upper edges of the customer age buckets (the popularity-by-age baseline,
-/// the age candidate source and the two-tower age feature share them).
-pub const AGE_BUCKETS: [f32; 6] = [20.0, 25.0, 30.0, 40.0, 50.0, 60.0];
-
-pub fn age_bucket(age: f32) -> usize {
-    if age.is_nan() {
-        return AGE_BUCKETS.len() + 1;
+    /// The purchase log as the ranking state is fitted on (its columns
+    /// lent, not copied).
+    pub fn log(&self) -> recforge_infer::rank::Log<'_> {
+        use recforge_infer::rank::Attr;
+        recforge_infer::rank::Log {
+            user: &self.inter.user,
+            item: &self.inter.item,
+            time: &self.inter.time,
+            per_day: self.meta.time_unit.per_day(),
+            price: &self.inter.price,
+            channel: &self.inter.channel,
+            age: &self.age,
+            n_items: self.items.len(),
+            attrs: Attr::ALL.map(|a| self.items.feature(a.column()).map(|f| f.codes.as_slice())),
+        }
     }
-    AGE_BUCKETS
-        .iter()
-        .position(|&b| age < b)
-        .unwrap_or(AGE_BUCKETS.len())
 }
+
+/// The customer age buckets (the popularity-by-age baseline, the age
+/// candidate source and the two-tower age feature share them), defined
+/// with the serving code that buckets a request's age.
+pub use recforge_infer::rank::{AGE_BUCKETS, age_bucket};

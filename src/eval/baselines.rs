@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use recforge_infer::rank::sources::{self, Popularity, PopularityParams, RepurchaseParams};
+
 use crate::data::Dataset;
 use crate::data::history::History;
 use crate::data::{AGE_BUCKETS, age_bucket};
@@ -70,66 +72,32 @@ impl Default for Params {
     }
 }
 
-fn rank(scores: &[f64]) -> Vec<u32> {
-    let mut items: Vec<u32> = (1..scores.len() as u32)
-        .filter(|&i| scores[i as usize] > 0.0)
-        .collect();
-    // Ties broken by id so the order never depends on hashing or threads.
-    items.sort_by(|&a, &b| {
-        scores[b as usize]
-            .total_cmp(&scores[a as usize])
-            .then(a.cmp(&b))
-    });
-    items
-}
-
 /// Baselines fitted on one history.
 pub struct Fitted {
     params: Params,
-    popular: Vec<u32>,
-    recent: Vec<u32>,
-    decayed: Vec<u32>,
-    by_age: Vec<Vec<u32>>,
+    /// The popularity lists (shared with the candidate sources).
+    pop: Popularity,
     user_bucket: Vec<u8>,
     /// The history fitted on (repurchase, masking, the candidates' own
     /// purchases).
     history: History,
-    end_day: i64,
 }
 
 impl Fitted {
     /// `rows` must be in time order (as `split` returns them).
     pub fn fit(ds: &Dataset, rows: &[usize], params: Params) -> Self {
-        let n_items = ds.items.len();
-        let end_day = rows.iter().map(|&r| ds.day(r)).max().unwrap_or(0);
-        let decay = |day: i64, half: f64| 0.5f64.powf((end_day - day) as f64 / half);
-        let user_bucket: Vec<u8> = ds.age.iter().map(|&a| age_bucket(a) as u8).collect();
-        let mut count = vec![0.0; n_items];
-        let mut recent = vec![0.0; n_items];
-        let mut decayed = vec![0.0; n_items];
-        let mut by_age = vec![vec![0.0; n_items]; AGE_BUCKETS.len() + 2];
-        for &r in rows {
-            let (u, i, d) = (
-                ds.inter.user[r] as usize,
-                ds.inter.item[r] as usize,
-                ds.day(r),
-            );
-            count[i] += 1.0;
-            if d > end_day - params.recent_days {
-                recent[i] += 1.0;
-            }
-            let w = decay(d, params.half_life_days);
-            decayed[i] += w;
-            by_age[user_bucket[u] as usize][i] += w;
-        }
+        let pop = Popularity::fit(
+            &ds.log(),
+            rows,
+            &PopularityParams {
+                recent_days: params.recent_days,
+                half_life_days: params.half_life_days,
+            },
+        );
         Fitted {
-            popular: rank(&count),
-            recent: rank(&recent),
-            decayed: rank(&decayed),
-            by_age: by_age.iter().map(|s| rank(s)).collect(),
-            user_bucket,
+            pop,
+            user_bucket: ds.age.iter().map(|&a| age_bucket(a) as u8).collect(),
             history: History::build(ds, rows),
-            end_day,
             params,
         }
     }
@@ -137,6 +105,11 @@ impl Fitted {
     /// Serve with or without the customer's already-bought items.
     pub fn set_mask_seen(&mut self, mask: bool) {
         self.params.mask_seen = mask;
+    }
+
+    /// The popularity lists.
+    pub fn popularity(&self) -> &Popularity {
+        &self.pop
     }
 
     /// Every customer's purchases the baselines were fitted on.
@@ -154,27 +127,11 @@ impl Fitted {
     /// first by recency- and frequency-weighted score (ties by id).
     pub fn repurchase(&self, user: u32) -> Vec<u32> {
         let (items, days) = self.history(user);
-        let mut own: Vec<(u32, f64)> = items
-            .iter()
-            .zip(days)
-            .filter(|(_, d)| **d > self.end_day - self.params.repurchase_days)
-            .map(|(&i, &d)| {
-                (
-                    i,
-                    0.5f64.powf((self.end_day - d) as f64 / self.params.repurchase_half_life_days),
-                )
-            })
-            .collect();
-        own.sort_by_key(|p| p.0);
-        let mut merged: Vec<(u32, f64)> = Vec::with_capacity(own.len());
-        for (i, w) in own {
-            match merged.last_mut() {
-                Some(last) if last.0 == i => last.1 += w,
-                _ => merged.push((i, w)),
-            }
-        }
-        merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        merged.iter().map(|p| p.0).collect()
+        let p = RepurchaseParams {
+            days: self.params.repurchase_days,
+            half_life_days: self.params.repurchase_half_life_days,
+        };
+        sources::repurchase(items, days, self.pop.end_day, &p)
     }
 
     /// Fills `out` with up to `k` distinct items for `user`.
@@ -199,17 +156,18 @@ impl Fitted {
                 out.push(i);
             }
         };
+        let pop = &self.pop;
         match kind {
-            Kind::Popular => push_from(&self.popular, out, true),
+            Kind::Popular => push_from(&pop.popular, out, true),
             Kind::RecentPopular => {
-                push_from(&self.recent, out, true);
-                push_from(&self.popular, out, true);
+                push_from(&pop.recent, out, true);
+                push_from(&pop.popular, out, true);
             }
-            Kind::DecayedPopular => push_from(&self.decayed, out, true),
+            Kind::DecayedPopular => push_from(&pop.decayed, out, true),
             Kind::RepurchasePopular => {
                 let list = self.repurchase(user);
                 push_from(&list, out, false);
-                push_from(&self.decayed, out, true);
+                push_from(&pop.decayed, out, true);
             }
             Kind::AgeBucketPopular => {
                 let b = self
@@ -217,12 +175,12 @@ impl Fitted {
                     .get(user as usize)
                     .copied()
                     .unwrap_or(AGE_BUCKETS.len() as u8 + 1);
-                push_from(&self.by_age[b as usize], out, true);
-                push_from(&self.decayed, out, true);
+                push_from(&pop.by_age[b as usize], out, true);
+                push_from(&pop.decayed, out, true);
             }
         }
         // Tiny catalogues: never return fewer than k when items exist.
-        push_from(&self.popular, out, false);
+        push_from(&pop.popular, out, false);
     }
 }
 
@@ -272,13 +230,5 @@ mod tests {
             vec![1],
             "item 2 is the most popular but user 2 bought it"
         );
-    }
-
-    #[test]
-    fn age_buckets() {
-        assert_eq!(age_bucket(19.0), 0);
-        assert_eq!(age_bucket(25.0), 2);
-        assert_eq!(age_bucket(80.0), 6);
-        assert_eq!(age_bucket(f32::NAN), 7);
     }
 }

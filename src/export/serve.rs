@@ -10,27 +10,28 @@ use std::path::Path;
 
 use recforge_infer::Bundle;
 use recforge_infer::bundle::UserFeatureSpec;
-use recforge_infer::engine::{Catalogue, Customer, Engine, Model};
-
-use rayon::prelude::*;
+use recforge_infer::rank::CustomerHistory;
+use recforge_infer::rank::engine::{ArticleEngine, RankCustomer};
 
 use crate::data::Dataset;
 use crate::data::history::History;
 use crate::error::{Error, Result};
 
 /// A bundle ready to serve the customers of one dataset: the inference
-/// crate's engine on the dataset's articles, and the translation of the
-/// dataset's ids and attribute codes into the engine's.
+/// crate's engine on the dataset's articles (item id = dataset item), and
+/// the translation of the dataset's customer attributes into its codes.
 pub struct Server {
-    pub engine: Engine,
-    /// Pool id of each dataset item (`u32::MAX` = not servable).
-    pub item_of: Vec<u32>,
-    /// Dataset item of each pool id (for writing article ids).
-    pub data_item: Vec<u32>,
-    /// Articles of the dataset the model never saw, embedded from attributes.
-    pub new_articles: usize,
+    pub articles: ArticleEngine,
     /// Two-tower: how the dataset's customer attributes become codes.
-    user_codes: Vec<UserCode>,
+    pub user_codes: UserCodes,
+}
+
+impl std::ops::Deref for Server {
+    type Target = ArticleEngine;
+
+    fn deref(&self) -> &ArticleEngine {
+        &self.articles
+    }
 }
 
 impl Server {
@@ -38,34 +39,14 @@ impl Server {
     /// their vectors, the others are embedded from their attributes.
     pub fn new(bundle_dir: &Path, ds: &Dataset) -> Result<Self> {
         let bundle = Bundle::load(bundle_dir)?;
-        let user_codes = UserCode::all(&bundle, ds);
-        let n_bundle = bundle.manifest.items.ids.len();
+        let user_codes = UserCodes::new(&bundle, ds);
         let attribute = |di: usize, name: &str| {
             let src = ds.items.feature(name)?;
             Some(src.vocab[src.codes[di] as usize].as_str())
         };
-        let (engine, item_of) = Engine::new(
-            bundle,
-            Catalogue::Articles {
-                ids: &ds.items.ids,
-                attribute: &attribute,
-            },
-        )?;
-        let new_articles = item_of
-            .iter()
-            .filter(|&&p| p != u32::MAX && p as usize >= n_bundle)
-            .count();
-        let mut data_item = vec![u32::MAX; n_bundle + new_articles];
-        for (di, &p) in item_of.iter().enumerate() {
-            if p != u32::MAX {
-                data_item[p as usize] = di as u32;
-            }
-        }
+        let articles = ArticleEngine::new(bundle, &ds.items.ids, &attribute)?;
         Ok(Server {
-            engine,
-            item_of,
-            data_item,
-            new_articles,
+            articles,
             user_codes,
         })
     }
@@ -80,39 +61,8 @@ impl Server {
         self.engine.d_model()
     }
 
-    /// The engine's inputs for `user` served on `day`: purchases before
-    /// `day` as pool ids, their age in days (two-tower only) and the
-    /// customer's attribute codes (two-tower only).
-    fn inputs(&self, ds: &Dataset, hist: &History, user: u32, day: i64) -> Inputs {
-        let (items, days) = hist.as_of(user, day);
-        let pool_ids = |items: &[u32]| items.iter().map(|&i| self.item_of[i as usize]).collect();
-        match &self.engine.model {
-            Model::SasRec(_) => Inputs {
-                history: pool_ids(items),
-                days_ago: Vec::new(),
-                codes: Vec::new(),
-            },
-            // The tower pools the last `history_len` purchases, and every
-            // article of the dataset is in this server's pool: the older
-            // ones need not be passed.
-            Model::TwoTower(t) => Inputs {
-                history: pool_ids(&items[items.len().saturating_sub(t.spec.history_len.max(1))..]),
-                days_ago: days[days.len().saturating_sub(t.spec.history_len.max(1))..]
-                    .iter()
-                    .map(|&x| (day - x) as f64)
-                    .collect(),
-                codes: self
-                    .user_codes
-                    .iter()
-                    .map(|c| c.code(ds, user as usize))
-                    .collect(),
-            },
-        }
-    }
-
-    /// [`query`](Self::query) for many customers, on all cores: a
-    /// sequential ranker encodes 64 customers per engine call (one stacked
-    /// pass), the two-tower model one customer per task.
+    /// The queries of `users` served on `day`, from their purchases before
+    /// it, on all cores.
     pub fn queries(
         &self,
         ds: &Dataset,
@@ -120,22 +70,16 @@ impl Server {
         users: &[u32],
         day: i64,
     ) -> Result<Vec<Option<Vec<f32>>>> {
-        let per_call = match self.engine.model {
-            Model::SasRec(_) => 64,
-            Model::TwoTower(_) => 1,
-        };
-        let chunks: Vec<Vec<Option<Vec<f32>>>> = users
-            .par_chunks(per_call)
-            .map(|chunk| {
-                let inputs: Vec<Inputs> = chunk
-                    .iter()
-                    .map(|&u| self.inputs(ds, hist, u, day))
-                    .collect();
-                let customers: Vec<Customer> = inputs.iter().map(Inputs::customer).collect();
-                self.engine.queries(&customers)
-            })
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(chunks.into_iter().flatten().collect())
+        let codes: Vec<Vec<u32>> = users
+            .iter()
+            .map(|&u| self.user_codes.codes(ds, u))
+            .collect();
+        let customers: Vec<RankCustomer> = users
+            .iter()
+            .zip(&codes)
+            .map(|(&u, codes)| customer(ds, hist, u, day, codes))
+            .collect();
+        Ok(self.articles.queries(&customers, day)?)
     }
 
     /// The query vector of `user` served on `day`, from their purchases
@@ -147,28 +91,46 @@ impl Server {
         user: u32,
         day: i64,
     ) -> Result<Option<Vec<f32>>> {
-        let inputs = self.inputs(ds, hist, user, day);
-        if inputs.history.is_empty() {
-            return Ok(None);
-        }
-        Ok(self.engine.query(&inputs.customer())?)
+        let codes = self.user_codes.codes(ds, user);
+        Ok(self
+            .articles
+            .query(&customer(ds, hist, user, day, &codes), day)?)
     }
 }
 
-/// One customer's engine inputs, owned.
-struct Inputs {
-    history: Vec<u32>,
-    days_ago: Vec<f64>,
-    codes: Vec<u32>,
+/// `user` of `ds` as the engines receive a customer on `day`: purchases
+/// before it, their age and attribute codes.
+pub fn customer<'a>(
+    ds: &Dataset,
+    hist: &'a History,
+    user: u32,
+    day: i64,
+    codes: &'a [u32],
+) -> RankCustomer<'a> {
+    let (items, days) = hist.as_of(user, day);
+    RankCustomer {
+        history: CustomerHistory {
+            items,
+            days,
+            channels: &hist.channels(user)[..items.len()],
+            age: ds.age.get(user as usize).copied().unwrap_or(f32::NAN),
+        },
+        codes,
+    }
 }
 
-impl Inputs {
-    fn customer(&self) -> Customer<'_> {
-        Customer {
-            history: &self.history,
-            days_ago: &self.days_ago,
-            codes: &self.codes,
-        }
+/// How a dataset's customer attributes become a bundle's codes (the
+/// two-tower model's customer features; none for a sequential ranker).
+pub struct UserCodes(Vec<UserCode>);
+
+impl UserCodes {
+    pub fn new(bundle: &Bundle, ds: &Dataset) -> Self {
+        UserCodes(UserCode::all(bundle, ds))
+    }
+
+    /// The bundle's code of each customer feature of `user`.
+    pub fn codes(&self, ds: &Dataset, user: u32) -> Vec<u32> {
+        self.0.iter().map(|c| c.code(ds, user as usize)).collect()
     }
 }
 
@@ -260,26 +222,5 @@ pub fn top_lists(
 /// The top `k` of `server`'s pool for each query (dataset items; empty
 /// where there is no query), searched as one batch.
 pub fn lists(server: &Server, queries: &[Option<Vec<f32>>], k: usize) -> Result<Vec<Vec<u32>>> {
-    if k == 0 {
-        return Ok(vec![Vec::new(); queries.len()]);
-    }
-    let flat: Vec<f32> = queries.iter().flatten().flatten().copied().collect();
-    let mut found = server
-        .engine
-        .pool
-        .snapshot()
-        .recommend(&flat, k, &[])?
-        .into_iter();
-    Ok(queries
-        .iter()
-        .map(|q| match q {
-            Some(_) => found
-                .next()
-                .expect("one list per query")
-                .iter()
-                .map(|x| server.data_item[x.0 as usize])
-                .collect(),
-            None => Vec::new(),
-        })
-        .collect())
+    Ok(server.articles.lists(queries, k)?)
 }

@@ -21,28 +21,34 @@ pub struct Written {
 
 /// Writes `customers.jsonl` and `prices.csv` for the data in `data` (raw
 /// files or a prepared cache) into `out`. Histories keep each customer's
-/// last `history_len` purchases, dated in days before the day after the
-/// data ends (the day a freshly trained model is served). Prices are the
-/// mean paid over each article's last 28 days of sales.
-pub fn write(data: &Path, out: &Path, history_len: usize) -> Result<Written> {
+/// last `history_len` purchases before the day served, dated in days
+/// before it, with their sales channel; the day is `day`, or the day after
+/// the data ends (the day a freshly trained model is served). Prices are
+/// the mean paid over each article's last 28 days of sales.
+pub fn write(data: &Path, out: &Path, history_len: usize, day: Option<i64>) -> Result<Written> {
     let ds = load_data(data)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let hist = History::of_all(&ds);
     let n_rows = ds.inter.user.len();
     let end_day = (0..n_rows).map(|r| ds.day(r)).max().unwrap_or(0);
-    let serve_day = end_day + 1;
+    let serve_day = day.unwrap_or(end_day + 1);
 
     let path = out.join("customers.jsonl");
     let mut f = AtomicFile::create(&path)?;
     let mut with_history = 0;
     for u in 1..ds.users.len() {
-        let (items, days) = hist.all(u as u32);
+        let (items, days) = hist.as_of(u as u32, serve_day);
+        let channels = &hist.channels(u as u32)[..items.len()];
         let take = items.len().saturating_sub(history_len);
         with_history += usize::from(!items.is_empty());
-        let history: Vec<_> = items[take..]
-            .iter()
-            .zip(&days[take..])
-            .map(|(&i, &d)| json!({"article_id": ds.items.ids[i as usize], "days_ago": serve_day - d}))
+        let history: Vec<_> = (take..items.len())
+            .map(|j| {
+                json!({
+                    "article_id": ds.items.ids[items[j] as usize],
+                    "days_ago": serve_day - days[j],
+                    "channel": channels[j],
+                })
+            })
             .collect();
         let mut attributes = serde_json::Map::new();
         for feat in &ds.users.features {
@@ -63,8 +69,9 @@ pub fn write(data: &Path, out: &Path, history_len: usize) -> Result<Written> {
     f.commit()?;
 
     // Mean price over each article's last 28 days of sales.
+    // Only sales before the day served.
     let mut last = vec![i64::MIN; ds.items.len()];
-    for r in 0..n_rows {
+    for r in (0..n_rows).filter(|&r| ds.day(r) < serve_day) {
         let i = ds.inter.item[r] as usize;
         last[i] = last[i].max(ds.day(r));
     }
@@ -72,7 +79,7 @@ pub fn write(data: &Path, out: &Path, history_len: usize) -> Result<Written> {
     for r in 0..n_rows {
         let i = ds.inter.item[r] as usize;
         let p = ds.inter.price[r];
-        if p > 0.0 && ds.day(r) > last[i] - 28 {
+        if p > 0.0 && ds.day(r) < serve_day && ds.day(r) > last[i] - 28 {
             sum[i].0 += f64::from(p);
             sum[i].1 += 1;
         }

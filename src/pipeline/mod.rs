@@ -360,6 +360,11 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
     let per_customer = run_dir.join(format!("per-customer-{report_name}.json"));
     let trees_file = run_dir.join(format!("second-stage-{report_name}.txt"));
     let rows_dir = run_dir.join(format!("second-stage-rows-{report_name}"));
+    // The system the report measures, as `recforge submit` and the server
+    // load it.
+    let ranking_bundle = run_dir.join(format!("ranking-{report_name}"));
+    // Its list of each test-week customer, in the submission format.
+    let served_lists = run_dir.join(format!("served-{report_name}.csv"));
     let settings = crate::rank::RankSettings {
         candidates: &cfg.candidates,
         retrieval: Some(tt_bundle.as_path()),
@@ -374,13 +379,15 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
                 seed: cfg.seed,
                 rows_out: cfg.trees.export_rows.then_some(rows_dir.as_path()),
             }),
+        bundle: Some(ranking_bundle.as_path()),
     };
     let ranked = steps.run(
         &format!("rank-{report_name}"),
         &rank_hash,
-        &[&results, &per_customer],
+        &[&results, &per_customer, &ranking_bundle, &served_lists],
         || {
             let tp = crate::rank::rank_test_period(&ds, td, &settings)?;
+            write_lists(&served_lists, &tp.served_lists)?;
             rank_report(&tp, cfg.seed, report_dir, &per_customer, &trees_file)
         },
     )?;
@@ -424,9 +431,11 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
             retrieval: Some(refits[0].0.as_path()),
             ranker: refits[1].0.as_path(),
             second: None,
+            bundle: None,
             ..settings
         };
         let path = run_dir.join(format!("submission-{report_name}.csv"));
+        let refit_bundle = run_dir.join(format!("ranking-{report_name}-refit"));
         let scorer = SubmissionScorer {
             trees: second
                 .as_ref()
@@ -437,8 +446,8 @@ pub fn run(cfg: &PipelineConfig, run_dir: &Path, report_dir: &Path) -> Result<Pi
         steps.run(
             &format!("submission-{report_name}"),
             &hash(&["submission", &refit_hash]),
-            &[&path],
-            || submission(&ds, &refit_settings, &scorer, &path),
+            &[&path, &refit_bundle],
+            || submission(&ds, &refit_settings, &scorer, &path, &refit_bundle),
         )?;
         Some(path)
     } else {
@@ -535,6 +544,15 @@ fn baselines_step(
 /// a second stage, its models, feature importance and A/Bs against the
 /// logistic blender and the score alone; the served ranking's per-customer
 /// metrics; and the served trees in `trees_file`.
+/// Writes `(customer, articles)` lists as a submission-format CSV.
+fn write_lists(path: &Path, lists: &[(String, Vec<String>)]) -> Result<()> {
+    let mut text = String::from("customer_id,prediction\n");
+    for (c, l) in lists {
+        text += &format!("{c},{}\n", l.join(" "));
+    }
+    crate::util::fsutil::write_atomic(path, text.as_bytes())
+}
+
 fn rank_report(
     tp: &crate::rank::TestPeriod,
     seed: u64,
@@ -630,11 +648,20 @@ fn submission(
     settings: &crate::rank::RankSettings,
     scorer: &SubmissionScorer,
     path: &Path,
+    bundle: &Path,
 ) -> Result<usize> {
     let end = crate::data::split::last_day(ds).unwrap_or(0);
     let ranker = Ranker::new(ds, end + 1, settings)?;
-    let trees = match &scorer.trees {
-        Some(f) => Some(recforge_infer::trees::Trees::load(f)?),
+    // Read back from the file: a reused refit step does not carry the text.
+    let text = match &scorer.trees {
+        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?),
+        None => None,
+    };
+    let trees = match &text {
+        Some(t) => Some(
+            recforge_infer::trees::Trees::parse(t)
+                .map_err(|e| Error::invalid(scorer.trees.as_deref().unwrap_or(path), e))?,
+        ),
         None => None,
     };
     let blender: Option<&Blender> = scorer.refit.as_ref().and_then(|r| r.blender.as_ref());
@@ -644,6 +671,11 @@ fn submission(
         (None, Some(b)) => Scorer::Blender(b),
         (None, None) => Scorer::Score,
     };
+    let served = crate::rank::ServedStage {
+        trees: text.as_deref().map(|t| (t, rate)),
+        blender,
+    };
+    ranker.write_bundle(bundle, settings, served, None)?;
     let check = crate::submit::file::write(ds, path, 8192, |chunk| {
         let prepared = ranker.prepare(chunk, false)?;
         Ok(prepared.iter().map(|p| ranker.order(p, order)).collect())

@@ -18,116 +18,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use recforge_infer::rank::blend::{Blender, Feature, N, Row, inputs};
+
 use crate::error::{Error, Result};
-use crate::rank::candidates::Source;
-use crate::rank::features;
 use crate::util::rng::Rng;
-
-/// The features of one (customer, candidate) pair; a [`Row`] holds them in
-/// this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feature {
-    RankerScore,
-    RankerLogSoftmax,
-    FromRepurchase,
-    FromPopular,
-    FromAgePopular,
-    FromCoPurchase,
-    FromSameProduct,
-    FromTwoTower,
-    FromSasrec,
-    TwoTowerReciprocalRank,
-    OwnPurchases,
-    OwnRecency,
-    RecentSales,
-    RelativeLnPrice,
-    DaysOnSale,
-}
-
-impl Feature {
-    /// Every feature, in row order.
-    pub const ALL: [Feature; 15] = [
-        Feature::RankerScore,
-        Feature::RankerLogSoftmax,
-        Feature::FromRepurchase,
-        Feature::FromPopular,
-        Feature::FromAgePopular,
-        Feature::FromCoPurchase,
-        Feature::FromSameProduct,
-        Feature::FromTwoTower,
-        Feature::FromSasrec,
-        Feature::TwoTowerReciprocalRank,
-        Feature::OwnPurchases,
-        Feature::OwnRecency,
-        Feature::RecentSales,
-        Feature::RelativeLnPrice,
-        Feature::DaysOnSale,
-    ];
-
-    /// What the report calls it (and how it is computed).
-    pub fn name(self) -> &'static str {
-        match self {
-            Feature::RankerScore => "ranker score",
-            Feature::RankerLogSoftmax => "ranker log-softmax over the candidates",
-            Feature::FromRepurchase => "source: repurchase",
-            Feature::FromPopular => "source: popular",
-            Feature::FromAgePopular => "source: age-popular",
-            Feature::FromCoPurchase => "source: co-purchase",
-            Feature::FromSameProduct => "source: same-product",
-            Feature::FromTwoTower => "source: two-tower",
-            Feature::FromSasrec => "source: sasrec",
-            Feature::TwoTowerReciprocalRank => "two-tower reciprocal rank",
-            Feature::OwnPurchases => "ln(1 + own purchases of it)",
-            Feature::OwnRecency => "own purchase recency: 0.5^(days / 14)",
-            Feature::RecentSales => "ln(1 + its sales in the last 7 days)",
-            Feature::RelativeLnPrice => "ln price - customer's mean ln price",
-            Feature::DaysOnSale => "ln(1 + days since its first sale)",
-        }
-    }
-
-    /// The flag that says `source` proposed the candidate.
-    pub fn flag(source: Source) -> Feature {
-        match source {
-            Source::Repurchase => Feature::FromRepurchase,
-            Source::Popular => Feature::FromPopular,
-            Source::AgePopular => Feature::FromAgePopular,
-            Source::CoPurchase => Feature::FromCoPurchase,
-            Source::SameProduct => Feature::FromSameProduct,
-            Source::TwoTower => Feature::FromTwoTower,
-            Source::Sasrec => Feature::FromSasrec,
-        }
-    }
-
-    /// Its slot in a [`Row`].
-    pub const fn slot(self) -> usize {
-        self as usize
-    }
-}
-
-pub const N: usize = Feature::ALL.len();
-
-pub type Row = [f32; N];
-
-/// The blender's inputs, read off a candidate's full feature row (the
-/// registry's missing values become the neutral 0 a linear model needs).
-pub fn inputs(f: &features::Row) -> Row {
-    use features::Feature as F;
-    let get = |x: F| f[x.slot()];
-    let or0 = |v: f32| if v.is_finite() { v } else { 0.0 };
-    let mut r = [0.0f32; N];
-    r[Feature::RankerScore.slot()] = get(F::SasrecScore);
-    r[Feature::RankerLogSoftmax.slot()] = get(F::SasrecLogSoftmax);
-    for source in Source::ALL {
-        r[Feature::flag(source).slot()] = f32::from(u8::from(get(F::rank_of(source)).is_finite()));
-    }
-    r[Feature::TwoTowerReciprocalRank.slot()] = or0(1.0 / get(F::RankTwoTower));
-    r[Feature::OwnPurchases.slot()] = get(F::OwnCountAll).ln_1p();
-    r[Feature::OwnRecency.slot()] = or0(0.5f32.powf(get(F::OwnDaysSince) / 14.0));
-    r[Feature::RecentSales.slot()] = get(F::Sales7).ln_1p();
-    r[Feature::RelativeLnPrice.slot()] = or0(get(F::PriceGap));
-    r[Feature::DaysOnSale.slot()] = or0(get(F::DaysOnSale).max(0.0).ln_1p());
-    r
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -147,19 +41,6 @@ impl Default for BlendConfig {
             l2: 1e-4,
         }
     }
-}
-
-/// A fitted logistic regression on standardised features.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Blender {
-    pub mean: Vec<f64>,
-    pub scale: Vec<f64>,
-    /// Coefficients of the standardised features.
-    pub weights: Vec<f64>,
-    /// Corrected for the negative sampling rate.
-    pub intercept: f64,
-    pub rows: usize,
-    pub positives: usize,
 }
 
 /// Training rows drawn from one customer's candidates: every positive and
@@ -188,172 +69,131 @@ pub fn sample<R: Copy>(
     (x, y, neg.len())
 }
 
-impl Blender {
-    /// Newton's method on the L2-penalised log-loss. `negative_rate` is the
-    /// share of negatives kept (kept / all) when the rows were sampled.
-    // One numeric routine: standardise, iterate Newton steps, undo the
-    // scaling and the sampling; its steps share the same arrays.
-    pub fn fit(x: &[Row], y: &[bool], negative_rate: f64, l2: f64) -> Result<Self> {
-        let positives = y.iter().filter(|&&b| b).count();
-        if positives == 0 || positives == y.len() {
-            return Err(Error::Training(format!(
-                "the blender needs both bought and not-bought candidates; got {positives} of {} bought",
-                y.len()
-            )));
+/// Newton's method on the L2-penalised log-loss. `negative_rate` is the
+/// share of negatives kept (kept / all) when the rows were sampled.
+// One numeric routine: standardise, iterate Newton steps, undo the
+// scaling and the sampling; its steps share the same arrays.
+pub fn fit(x: &[Row], y: &[bool], negative_rate: f64, l2: f64) -> Result<Blender> {
+    let positives = y.iter().filter(|&&b| b).count();
+    if positives == 0 || positives == y.len() {
+        return Err(Error::Training(format!(
+            "the blender needs both bought and not-bought candidates; got {positives} of {} bought",
+            y.len()
+        )));
+    }
+    let n = x.len() as f64;
+    let mut mean = vec![0.0; N];
+    let mut scale = vec![0.0; N];
+    for r in x {
+        for j in 0..N {
+            mean[j] += r[j] as f64 / n;
         }
-        let n = x.len() as f64;
-        let mut mean = vec![0.0; N];
-        let mut scale = vec![0.0; N];
-        for r in x {
+    }
+    for r in x {
+        for j in 0..N {
+            scale[j] += (r[j] as f64 - mean[j]).powi(2) / n;
+        }
+    }
+    // A constant feature (a source switched off) keeps weight 0.
+    for s in &mut scale {
+        *s = if *s > 1e-12 { s.sqrt() } else { 0.0 };
+    }
+    let z = |r: &Row, j: usize| {
+        if scale[j] > 0.0 {
+            (r[j] as f64 - mean[j]) / scale[j]
+        } else {
+            0.0
+        }
+    };
+    // Parameters: N weights, then the intercept.
+    const P: usize = N + 1;
+    let mut beta = [0.0f64; P];
+    let p0 = positives as f64 / n;
+    beta[N] = (p0 / (1.0 - p0)).ln();
+    let penalised_loss = |beta: &[f64; P]| -> f64 {
+        let mut loss = 0.0;
+        for (r, &label) in x.iter().zip(y) {
+            let eta: f64 = beta[N] + (0..N).map(|j| beta[j] * z(r, j)).sum::<f64>();
+            let t = if label { 1.0 } else { 0.0 };
+            loss += eta.max(0.0) + (-eta.abs()).exp().ln_1p() - t * eta;
+        }
+        loss + (0..N)
+            .map(|a| 0.5 * l2 * n * beta[a] * beta[a])
+            .sum::<f64>()
+    };
+    let mut last_loss = f64::INFINITY;
+    for _ in 0..50 {
+        let mut grad = [0.0f64; P];
+        let mut hess = [[0.0f64; P]; P];
+        let mut loss = 0.0;
+        let mut v = [0.0f64; P];
+        for (r, &label) in x.iter().zip(y) {
             for j in 0..N {
-                mean[j] += r[j] as f64 / n;
+                v[j] = z(r, j);
             }
-        }
-        for r in x {
-            for j in 0..N {
-                scale[j] += (r[j] as f64 - mean[j]).powi(2) / n;
-            }
-        }
-        // A constant feature (a source switched off) keeps weight 0.
-        for s in &mut scale {
-            *s = if *s > 1e-12 { s.sqrt() } else { 0.0 };
-        }
-        let z = |r: &Row, j: usize| {
-            if scale[j] > 0.0 {
-                (r[j] as f64 - mean[j]) / scale[j]
-            } else {
-                0.0
-            }
-        };
-        // Parameters: N weights, then the intercept.
-        const P: usize = N + 1;
-        let mut beta = [0.0f64; P];
-        let p0 = positives as f64 / n;
-        beta[N] = (p0 / (1.0 - p0)).ln();
-        let penalised_loss = |beta: &[f64; P]| -> f64 {
-            let mut loss = 0.0;
-            for (r, &label) in x.iter().zip(y) {
-                let eta: f64 = beta[N] + (0..N).map(|j| beta[j] * z(r, j)).sum::<f64>();
-                let t = if label { 1.0 } else { 0.0 };
-                loss += eta.max(0.0) + (-eta.abs()).exp().ln_1p() - t * eta;
-            }
-            loss + (0..N)
-                .map(|a| 0.5 * l2 * n * beta[a] * beta[a])
-                .sum::<f64>()
-        };
-        let mut last_loss = f64::INFINITY;
-        for _ in 0..50 {
-            let mut grad = [0.0f64; P];
-            let mut hess = [[0.0f64; P]; P];
-            let mut loss = 0.0;
-            let mut v = [0.0f64; P];
-            for (r, &label) in x.iter().zip(y) {
-                for j in 0..N {
-                    v[j] = z(r, j);
-                }
-                v[N] = 1.0;
-                let eta: f64 = (0..P).map(|j| beta[j] * v[j]).sum();
-                let p = 1.0 / (1.0 + (-eta).exp());
-                let t = if label { 1.0 } else { 0.0 };
-                // log(1 + e^eta) - t·eta, without overflow.
-                loss += eta.max(0.0) + (-eta.abs()).exp().ln_1p() - t * eta;
-                let w = (p * (1.0 - p)).max(1e-12);
-                for a in 0..P {
-                    grad[a] += (p - t) * v[a];
-                    for b in 0..=a {
-                        hess[a][b] += w * v[a] * v[b];
-                    }
-                }
-            }
-            for a in 0..N {
-                loss += 0.5 * l2 * n * beta[a] * beta[a];
-                grad[a] += l2 * n * beta[a];
-                hess[a][a] += l2 * n;
-            }
+            v[N] = 1.0;
+            let eta: f64 = (0..P).map(|j| beta[j] * v[j]).sum();
+            let p = 1.0 / (1.0 + (-eta).exp());
+            let t = if label { 1.0 } else { 0.0 };
+            // log(1 + e^eta) - t·eta, without overflow.
+            loss += eta.max(0.0) + (-eta.abs()).exp().ln_1p() - t * eta;
+            let w = (p * (1.0 - p)).max(1e-12);
             for a in 0..P {
-                for b in 0..a {
-                    hess[b][a] = hess[a][b];
+                grad[a] += (p - t) * v[a];
+                for b in 0..=a {
+                    hess[a][b] += w * v[a] * v[b];
                 }
-                // Features fixed at 0 would make the system singular.
-                hess[a][a] += 1e-9 * n;
             }
-            let step = solve(hess, grad)
-                .ok_or_else(|| Error::Training("the blender's Newton system is singular".into()))?;
-            // A full Newton step can overshoot far from the optimum (seen on
-            // three weeks of candidates: the loss grew ten-thousandfold):
-            // halve it until the penalised loss does not grow.
-            let mut t = 1.0;
-            let mut next = beta;
-            for _ in 0..40 {
-                for a in 0..P {
-                    next[a] = beta[a] - t * step[a];
-                }
-                if penalised_loss(&next) <= loss {
-                    break;
-                }
-                t *= 0.5;
+        }
+        for a in 0..N {
+            loss += 0.5 * l2 * n * beta[a] * beta[a];
+            grad[a] += l2 * n * beta[a];
+            hess[a][a] += l2 * n;
+        }
+        for a in 0..P {
+            for b in 0..a {
+                hess[b][a] = hess[a][b];
             }
-            beta = next;
-            if (last_loss - loss).abs() <= 1e-10 * n {
+            // Features fixed at 0 would make the system singular.
+            hess[a][a] += 1e-9 * n;
+        }
+        let step = solve(hess, grad)
+            .ok_or_else(|| Error::Training("the blender's Newton system is singular".into()))?;
+        // A full Newton step can overshoot far from the optimum (seen on
+        // three weeks of candidates: the loss grew ten-thousandfold):
+        // halve it until the penalised loss does not grow.
+        let mut t = 1.0;
+        let mut next = beta;
+        for _ in 0..40 {
+            for a in 0..P {
+                next[a] = beta[a] - t * step[a];
+            }
+            if penalised_loss(&next) <= loss {
                 break;
             }
-            last_loss = loss;
+            t *= 0.5;
         }
-        if beta.iter().any(|b| !b.is_finite()) {
-            return Err(Error::Training(
-                "the blender's fit diverged (non-finite coefficients)".into(),
-            ));
+        beta = next;
+        if (last_loss - loss).abs() <= 1e-10 * n {
+            break;
         }
-        Ok(Blender {
-            mean,
-            scale,
-            weights: beta[..N].to_vec(),
-            // Keeping a share `rate` of negatives multiplies the odds by
-            // 1 / rate; undo it.
-            intercept: beta[N] + negative_rate.ln(),
-            rows: x.len(),
-            positives,
-        })
+        last_loss = loss;
     }
-
-    /// The log-odds of a purchase.
-    pub fn logit(&self, r: &Row) -> f64 {
-        let mut s = self.intercept;
-        for j in 0..N {
-            if self.scale[j] > 0.0 {
-                s += self.weights[j] * (r[j] as f64 - self.mean[j]) / self.scale[j];
-            }
-        }
-        s
+    if beta.iter().any(|b| !b.is_finite()) {
+        return Err(Error::Training(
+            "the blender's fit diverged (non-finite coefficients)".into(),
+        ));
     }
-
-    /// ln P(purchase).
-    pub fn log_prob(&self, r: &Row) -> f64 {
-        let eta = self.logit(r);
-        // -ln(1 + e^-eta), stable both ways.
-        -((-eta).max(0.0) + (-eta.abs()).exp().ln_1p())
-    }
-
-    /// The coefficients as a Markdown table (per standard deviation of
-    /// each feature, so their sizes compare).
-    pub fn markdown(&self) -> String {
-        let mut s = format!(
-            "Logistic regression fitted on {} candidate rows ({} bought) of the week before the test week; \
-coefficients per standard deviation of each feature.\n\n| feature | coefficient | mean | sd |\n|---|---:|---:|---:|\n",
-            self.rows, self.positives
-        );
-        for j in 0..N {
-            s += &format!(
-                "| {} | {:+.3} | {:.3} | {:.3} |\n",
-                Feature::ALL[j].name(),
-                self.weights[j],
-                self.mean[j],
-                self.scale[j]
-            );
-        }
-        s += &format!("| intercept | {:+.3} | | |\n", self.intercept);
-        s
-    }
+    Ok(Blender {
+        mean,
+        scale,
+        weights: beta[..N].to_vec(),
+        // Keeping a share `rate` of negatives multiplies the odds by
+        // 1 / rate; undo it.
+        intercept: beta[N] + negative_rate.ln(),
+        rows: x.len(),
+        positives,
+    })
 }
 
 /// Solves `a x = b` by Gaussian elimination with partial pivoting.
@@ -384,6 +224,7 @@ fn solve<const P: usize>(mut a: [[f64; P]; P], mut b: [f64; P]) -> Option<[f64; 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rank::candidates::Source;
 
     #[test]
     fn every_feature_has_its_slot_a_distinct_name_and_each_source_a_flag() {
@@ -420,7 +261,7 @@ mod tests {
     #[test]
     fn recovers_the_generating_coefficients() {
         let (x, y) = synthetic(40_000, 7);
-        let b = Blender::fit(&x, &y, 1.0, 0.0).unwrap();
+        let b = fit(&x, &y, 1.0, 0.0).unwrap();
         // Standardised features have sd ~1, so weights ~ the true ones.
         assert!((b.weights[0] - 2.0).abs() < 0.1, "{:?}", b.weights);
         assert!((b.weights[3] + 1.0).abs() < 0.1, "{:?}", b.weights);
@@ -434,7 +275,7 @@ mod tests {
     #[test]
     fn negative_sampling_shifts_only_the_intercept_and_is_corrected() {
         let (x, y) = synthetic(60_000, 11);
-        let full = Blender::fit(&x, &y, 1.0, 0.0).unwrap();
+        let full = fit(&x, &y, 1.0, 0.0).unwrap();
         // Keep every positive and a quarter of the negatives.
         let mut rng = Rng::new(3);
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
@@ -444,7 +285,7 @@ mod tests {
                 ys.push(l);
             }
         }
-        let sampled = Blender::fit(&xs, &ys, 0.25, 0.0).unwrap();
+        let sampled = fit(&xs, &ys, 0.25, 0.0).unwrap();
         // Coefficients are those of the raw features (the sample has its
         // own standardisation), so compare log-odds on a few points.
         for r in x.iter().take(50) {
@@ -470,7 +311,7 @@ mod tests {
             y.push(rng.f64() < 1.0 / (1.0 + (-eta).exp()));
             x.push(r);
         }
-        let b = Blender::fit(&x, &y, 1.0, 1e-4).unwrap();
+        let b = fit(&x, &y, 1.0, 1e-4).unwrap();
         for r in x.iter().take(200) {
             let want = 3.0 * f64::from(r[0]) - 6.0;
             assert!((b.logit(r) - want).abs() < 0.5, "{} vs {want}", b.logit(r));
@@ -481,7 +322,7 @@ mod tests {
     fn one_class_is_an_error_not_a_panic() {
         let (x, _) = synthetic(100, 1);
         let y = vec![false; 100];
-        let e = Blender::fit(&x, &y, 1.0, 1e-4).unwrap_err().to_string();
+        let e = fit(&x, &y, 1.0, 1e-4).unwrap_err().to_string();
         assert!(e.contains("both bought and not-bought"), "{e}");
     }
 

@@ -1,294 +1,63 @@
-//! Candidate generation: several cheap sources, each switchable and sized,
-//! whose union a ranker orders. Every source sees only the history before
-//! the target period; the report says what share of the target period's
-//! purchases each source, and their union, contains.
-//!
-//! Sources: the customer's own recent purchases (repurchase), time-decayed
-//! popularity overall and within the customer's age bucket, articles often
-//! bought in the same basket as the customer's recent ones (co-purchase),
-//! other colours of the customer's recent articles (same product code), and
-//! a two-tower model's top K (given as lists).
+//! Candidate generation for the trainer: the sources themselves live in
+//! `recforge_infer::rank::sources` (what serving runs); this module fits
+//! them on a dataset's history and reports what share of the target
+//! period's purchases each source, and their union, contains.
 
 use std::path::Path;
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+
+use recforge_infer::rank::CustomerHistory;
+pub use recforge_infer::rank::sources::{
+    Candidate, CandidateConfig, CandidateSources, List, ModelLists, Source, Sources,
+};
 
 use crate::data::Dataset;
 use crate::data::history::History;
 use crate::eval::Targets;
-use crate::eval::baselines::{self, Fitted, Kind};
+use crate::eval::baselines::{self, Fitted};
 use crate::export::serve::{Server, top_lists};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CandidateConfig {
-    /// Each source's size per customer (0 = off).
-    pub repurchase: usize,
-    pub popular: usize,
-    pub age_popular: usize,
-    pub copurchase: usize,
-    pub same_product: usize,
-    pub two_tower: usize,
-    /// The sequential ranker's top K over the whole catalogue.
-    pub sasrec: usize,
-    /// Co-purchase counts baskets (a customer's purchases of one day) of
-    /// the last this many days.
-    pub copurchase_days: i64,
-    /// The customer's most recent this many distinct articles seed the
-    /// co-purchase and same-product sources.
-    pub seeds: usize,
+/// Source sizes from a TOML file of `[candidates]` keys; the defaults for
+/// keys it leaves out.
+pub fn load_config(path: &Path) -> crate::Result<CandidateConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| crate::Error::invalid(path, e.to_string()))
 }
 
-impl CandidateConfig {
-    /// Source sizes from a TOML file of `[candidates]` keys; the defaults
-    /// for keys it leaves out.
-    pub fn load(path: &Path) -> crate::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
-        toml::from_str(&text).map_err(|e| crate::Error::invalid(path, e.to_string()))
-    }
-
-    /// The configured size of `source`'s list.
-    pub fn size(&self, source: Source) -> usize {
-        match source {
-            Source::Repurchase => self.repurchase,
-            Source::Popular => self.popular,
-            Source::AgePopular => self.age_popular,
-            Source::CoPurchase => self.copurchase,
-            Source::SameProduct => self.same_product,
-            Source::TwoTower => self.two_tower,
-            Source::Sasrec => self.sasrec,
-        }
-    }
-}
-
-impl Default for CandidateConfig {
-    fn default() -> Self {
-        CandidateConfig {
-            repurchase: 24,
-            popular: 24,
-            age_popular: 12,
-            copurchase: 24,
-            same_product: 12,
-            two_tower: 50,
-            sasrec: 0,
-            copurchase_days: 56,
-            seeds: 8,
-        }
-    }
-}
-
-/// A candidate source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    Repurchase,
-    Popular,
-    AgePopular,
-    CoPurchase,
-    SameProduct,
-    TwoTower,
-    Sasrec,
-}
-
-impl Source {
-    /// Every source, in report order (also the order a candidate's sources
-    /// are tried in).
-    pub const ALL: [Source; 7] = [
-        Source::Repurchase,
-        Source::Popular,
-        Source::AgePopular,
-        Source::CoPurchase,
-        Source::SameProduct,
-        Source::TwoTower,
-        Source::Sasrec,
-    ];
-
-    /// The name reports give it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Repurchase => "repurchase",
-            Source::Popular => "popular",
-            Source::AgePopular => "age-popular",
-            Source::CoPurchase => "co-purchase",
-            Source::SameProduct => "same-product",
-            Source::TwoTower => "two-tower",
-            Source::Sasrec => "sasrec",
-        }
-    }
-
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The set of sources that proposed a candidate (a bit per source, so a
-/// candidate list stays a flat vector).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sources(u8);
-
-impl Sources {
-    pub fn of(source: Source) -> Self {
-        Sources(1 << source as u8)
-    }
-
-    pub fn insert(&mut self, source: Source) {
-        self.0 |= 1 << source as u8;
-    }
-
-    pub fn contains(self, source: Source) -> bool {
-        self.0 & (1 << source as u8) != 0
-    }
-
-    pub fn len(self) -> u32 {
-        self.0.count_ones()
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
-
-/// One candidate: the item, which sources proposed it and at what rank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate {
-    pub item: u32,
-    /// 1-based rank within each source's list ([`Source::index`]); 0 where
-    /// the source did not propose it.
-    pub ranks: [u16; Source::ALL.len()],
-}
-
-impl Candidate {
-    /// The sources that proposed it.
-    pub fn sources(&self) -> Sources {
-        let mut s = Sources::default();
-        for source in Source::ALL {
-            if self.ranks[source.index()] > 0 {
-                s.insert(source);
-            }
-        }
-        s
-    }
-
-    /// Its rank in `source`'s list, if that source proposed it.
-    pub fn rank(&self, source: Source) -> Option<u16> {
-        let r = self.ranks[source.index()];
-        (r > 0).then_some(r)
-    }
-
-    /// Its best rank over the sources that proposed it.
-    pub fn best_rank(&self) -> u16 {
-        self.ranks
-            .iter()
-            .copied()
-            .filter(|&r| r > 0)
-            .min()
-            .unwrap_or(u16::MAX)
-    }
-}
-
-/// One customer's candidates, in first-proposed order.
-pub type List = Vec<Candidate>;
-
-/// The model-made lists of one customer, for the sources that come from
-/// exported models (dataset item ids, best first).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ModelLists<'a> {
-    pub two_tower: Option<&'a [u32]>,
-    pub sasrec: Option<&'a [u32]>,
-}
-
-/// What the sources are fitted on: one history (rows before the period).
+/// The sources fitted on one history of a dataset, with the baselines of
+/// the same rows (whose history holds every customer's purchases).
 pub struct Generator {
-    cfg: CandidateConfig,
+    sources: CandidateSources,
     fitted: Fitted,
-    /// Per item: co-bought items with their basket counts, most often first.
-    neighbours: Vec<Vec<(u32, u32)>>,
-    /// Per product code: its items by popularity.
-    by_product: FxHashMap<u32, Vec<u32>>,
-    product_of: Vec<u32>,
+    age: Vec<f32>,
 }
-
-/// Co-purchase neighbours kept per item beyond the source's own size, so
-/// the co-purchase-strength feature sees more than the proposed ones.
-const NEIGHBOURS_KEPT: usize = 50;
 
 impl Generator {
     /// `rows` (time order) is the history the sources may use.
     pub fn fit(ds: &Dataset, rows: &[usize], cfg: &CandidateConfig) -> Self {
         let fitted = Fitted::fit(ds, rows, baselines::Params::default());
-        let end = rows.iter().map(|&r| ds.day(r)).max().unwrap_or(0);
-        // Baskets of the recent window: (user, day) → items.
-        let mut baskets: FxHashMap<(u32, i64), Vec<u32>> = FxHashMap::default();
-        for &r in rows {
-            if ds.day(r) > end - cfg.copurchase_days {
-                baskets
-                    .entry((ds.inter.user[r], ds.day(r)))
-                    .or_default()
-                    .push(ds.inter.item[r]);
-            }
-        }
-        let mut pairs: FxHashMap<(u32, u32), u32> = FxHashMap::default();
-        for items in baskets.values_mut() {
-            items.sort_unstable();
-            items.dedup();
-            // Very large baskets say little about any one pair.
-            if items.len() > 30 {
-                continue;
-            }
-            for (a, &x) in items.iter().enumerate() {
-                for &y in &items[a + 1..] {
-                    *pairs.entry((x, y)).or_default() += 1;
-                }
-            }
-        }
-        let mut near: Vec<Vec<(u32, u32)>> = vec![Vec::new(); ds.items.len()];
-        for (&(x, y), &c) in &pairs {
-            near[x as usize].push((y, c));
-            near[y as usize].push((x, c));
-        }
-        let keep = cfg.copurchase.max(NEIGHBOURS_KEPT);
-        let neighbours = near
-            .into_iter()
-            .map(|mut v| {
-                v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                v.truncate(keep);
-                v
-            })
-            .collect();
-        let product_of: Vec<u32> = ds
-            .items
-            .feature("product_code")
-            .map(|f| f.codes.clone())
-            .unwrap_or_else(|| vec![0; ds.items.len()]);
-        let mut by_product: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
-        let mut popular = Vec::new();
-        fitted.recommend(Kind::Popular, 0, ds.items.len(), &mut popular);
-        let mut seen = vec![false; ds.items.len()];
-        for &i in &popular {
-            seen[i as usize] = true;
-        }
-        // Popular items first, then the unsold ones (new colours) by id.
-        let order = popular
-            .iter()
-            .copied()
-            .chain((1..ds.items.len() as u32).filter(|&i| !seen[i as usize]));
-        for i in order {
-            let p = product_of[i as usize];
-            if p != 0 {
-                by_product.entry(p).or_default().push(i);
-            }
-        }
+        let sources =
+            CandidateSources::with_popularity(&ds.log(), rows, cfg, fitted.popularity().clone());
         Generator {
-            cfg: cfg.clone(),
+            sources,
             fitted,
-            neighbours,
-            by_product,
-            product_of,
+            age: ds.age.clone(),
         }
     }
 
     pub fn config(&self) -> &CandidateConfig {
-        &self.cfg
+        self.sources.config()
+    }
+
+    /// The fitted sources and the baselines, apart.
+    pub fn into_parts(self) -> (CandidateSources, Fitted) {
+        (self.sources, self.fitted)
+    }
+
+    /// The fitted sources, as serving holds them.
+    pub fn sources(&self) -> &CandidateSources {
+        &self.sources
     }
 
     /// The baselines fitted on the sources' history (popular lists, every
@@ -297,120 +66,21 @@ impl Generator {
         &self.fitted
     }
 
-    /// The customer's most recent distinct articles (at most
-    /// `cfg.seeds`, most recent first): what co-purchase and same-product
-    /// start from.
-    pub fn seeds(&self, user: u32) -> Vec<u32> {
-        let mut seeds = Vec::new();
-        for &i in self.fitted.history(user).0.iter().rev() {
-            if seeds.len() >= self.cfg.seeds.max(1) {
-                break;
-            }
-            if !seeds.contains(&i) {
-                seeds.push(i);
-            }
+    /// `user` as the ranking system receives a customer: every purchase of
+    /// the history, and their age.
+    pub fn customer(&self, user: u32) -> CustomerHistory<'_> {
+        let h = self.fitted.histories();
+        CustomerHistory {
+            items: h.items(user),
+            days: h.days(user),
+            channels: h.channels(user),
+            age: self.age.get(user as usize).copied().unwrap_or(f32::NAN),
         }
-        seeds
     }
 
-    /// Per item co-bought with any of `seeds`: (sum, max) of the basket
-    /// counts over the seeds.
-    pub fn copurchase_strength(&self, seeds: &[u32]) -> FxHashMap<u32, (u32, u32)> {
-        let mut out: FxHashMap<u32, (u32, u32)> = FxHashMap::default();
-        for &s in seeds {
-            for &(i, c) in &self.neighbours[s as usize] {
-                let e = out.entry(i).or_default();
-                e.0 += c;
-                e.1 = e.1.max(c);
-            }
-        }
-        out
-    }
-
-    /// The union of every enabled source for `user`; `models` holds the
-    /// model-made lists for this customer, when those sources are on.
+    /// The union of every enabled source for `user`.
     pub fn candidates(&self, user: u32, models: ModelLists) -> List {
-        let c = &self.cfg;
-        let mut out: List = Vec::new();
-        let mut slot: FxHashMap<u32, usize> = FxHashMap::default();
-        let mut add = |items: &mut dyn Iterator<Item = u32>, source: Source, n: usize| {
-            for (k, i) in items.take(n).enumerate() {
-                let rank = u16::try_from(k + 1).unwrap_or(u16::MAX);
-                match slot.get(&i) {
-                    Some(&s) => {
-                        let cand = &mut out[s];
-                        // A source may repeat an item (same product of two
-                        // seeds); its first rank counts.
-                        if cand.ranks[source.index()] == 0 {
-                            cand.ranks[source.index()] = rank;
-                        }
-                    }
-                    None => {
-                        slot.insert(i, out.len());
-                        let mut ranks = [0u16; Source::ALL.len()];
-                        ranks[source.index()] = rank;
-                        out.push(Candidate { item: i, ranks });
-                    }
-                }
-            }
-        };
-        let mut buf = Vec::new();
-        if c.repurchase > 0 {
-            add(
-                &mut self.fitted.repurchase(user).into_iter(),
-                Source::Repurchase,
-                c.repurchase,
-            );
-        }
-        if c.popular > 0 {
-            self.fitted
-                .recommend(Kind::DecayedPopular, user, c.popular, &mut buf);
-            add(&mut buf.iter().copied(), Source::Popular, c.popular);
-        }
-        if c.age_popular > 0 {
-            self.fitted
-                .recommend(Kind::AgeBucketPopular, user, c.age_popular, &mut buf);
-            add(&mut buf.iter().copied(), Source::AgePopular, c.age_popular);
-        }
-        let seeds = self.seeds(user);
-        if c.copurchase > 0 {
-            // Round-robin over the seeds, so the most recent one cannot take
-            // every slot.
-            let lists: Vec<&[(u32, u32)]> = seeds
-                .iter()
-                .map(|&s| {
-                    let l = &self.neighbours[s as usize];
-                    &l[..l.len().min(c.copurchase)]
-                })
-                .collect();
-            let depth = lists.iter().map(|l| l.len()).max().unwrap_or(0);
-            let mut merged =
-                (0..depth).flat_map(|k| lists.iter().filter_map(move |l| l.get(k).map(|p| p.0)));
-            add(&mut merged, Source::CoPurchase, c.copurchase);
-        }
-        if c.same_product > 0 {
-            let mut same = seeds.iter().flat_map(|&s| {
-                let p = self.product_of[s as usize];
-                self.by_product
-                    .get(&p)
-                    .map_or(&[][..], Vec::as_slice)
-                    .iter()
-                    .copied()
-                    .filter(move |&i| i != s)
-            });
-            add(&mut same, Source::SameProduct, c.same_product);
-        }
-        if c.two_tower > 0
-            && let Some(list) = models.two_tower
-        {
-            add(&mut list.iter().copied(), Source::TwoTower, c.two_tower);
-        }
-        if c.sasrec > 0
-            && let Some(list) = models.sasrec
-        {
-            add(&mut list.iter().copied(), Source::Sasrec, c.sasrec);
-        }
-        out
+        self.sources.candidates(&self.customer(user), models)
     }
 }
 

@@ -431,21 +431,7 @@ fn save(booster: &Booster, rounds: u32) -> Result<String> {
     Ok(text.to_string_lossy().into_owned())
 }
 
-/// The ranking score of one row: the log-probability of a purchase for the
-/// binary objective (corrected for the negative sampling, `negative_rate`
-/// = share of negatives kept in training), the raw score for lambdarank.
-pub fn score(trees: &Trees, row: &[f32], negative_rate: f64) -> f64 {
-    let raw = trees.raw(row).expect("rows have the trees' width");
-    match trees.objective {
-        recforge_infer::trees::TreeObjective::Binary { sigmoid } => {
-            // Keeping a share `rate` of negatives multiplies the odds by
-            // 1 / rate; undo it, then ln sigmoid.
-            let eta = sigmoid * raw + negative_rate.ln();
-            -((-eta).max(0.0) + (-eta.abs()).exp().ln_1p())
-        }
-        recforge_infer::trees::TreeObjective::LambdaRank => raw,
-    }
-}
+pub use recforge_infer::rank::second::tree_score as score;
 
 #[cfg(test)]
 mod tests {

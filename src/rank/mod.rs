@@ -31,61 +31,50 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::data::history::History;
 use crate::error::{Error, Result};
 use crate::eval::baselines::{Fitted, Kind};
 use crate::eval::compare::PerCustomer;
 use crate::eval::report::Table;
 use crate::eval::{Accumulator, Metrics, Targets};
-use crate::export::serve::Server;
+use crate::export::serve::{Server, UserCodes};
 use crate::rank::blend::{BlendConfig, Blender};
-use crate::rank::candidates::{Candidate, CandidateConfig, Generator, List, ModelLists};
-use crate::rank::features::{Context, Feature, Group, ModelScores, Row};
+use crate::rank::candidates::{Candidate, CandidateConfig, Generator, List};
+use crate::rank::features::{Context, Feature, Group, Row};
 use crate::rank::gbdt::{RowSet, TreeConfig, TreeObjective};
 use crate::util::rng::Rng;
 use recforge_infer::engine::Model;
+use recforge_infer::rank::bundle;
+use recforge_infer::rank::engine::{RankCustomer, RankingEngine};
 
 /// What the ranking maximises (shared with the HTTP server).
 pub use recforge_infer::Objective;
+use recforge_infer::rank::second::Ordering;
+pub use recforge_infer::rank::second::Scorer;
 
 const K: usize = 12;
 
 /// Everything needed to rank customers' candidates as of one day: the
-/// candidate sources and feature statistics fitted on the rows before it,
-/// and the models served from bundles on those rows.
+/// inference crate's ranking engine (candidate sources and feature
+/// statistics fitted on the rows before it, the models served from their
+/// bundles on those rows) and the dataset it translates customers from.
 pub struct Ranker {
     past: Dataset,
-    server: Server,
-    sources: Generator,
-    ctx: Context,
-    /// The two-tower server (source and cosine feature).
-    retrieval: Option<Server>,
-    /// ln(price)·alpha per item for the revenue objective (0 for purchase).
-    bonus: Vec<f32>,
-    pub popular: Vec<u32>,
+    pub engine: RankingEngine,
+    /// The baselines of the same rows (and every customer's purchases).
+    fitted: Fitted,
+    /// The two-tower model's customer codes.
+    user_codes: Option<UserCodes>,
     day: i64,
 }
 
-/// One customer's candidates with their features.
-pub struct Prepared {
-    pub user: u32,
-    pub candidates: List,
-    /// One per candidate, aligned.
-    pub rows: Vec<Row>,
-    /// Whether SASRec had a query (the customer has history).
-    pub has_query: bool,
-    /// SASRec's top K over the whole catalogue (when asked for).
-    pub full: Vec<u32>,
-}
+pub use recforge_infer::rank::engine::Prepared;
 
-/// What orders a customer's candidates.
-#[derive(Clone, Copy)]
-pub enum Scorer<'a> {
-    /// SASRec's score alone.
-    Score,
-    Blender(&'a Blender),
-    /// Trees, with the share of negatives kept when they were trained.
-    Trees(&'a recforge_infer::trees::Trees, f64),
+/// The second stage a ranking bundle serves: the trees' text with their
+/// negative rate, else the blender, else (both None) the ranker's score.
+#[derive(Clone, Copy, Default)]
+pub struct ServedStage<'a> {
+    pub trees: Option<(&'a str, f64)>,
+    pub blender: Option<&'a Blender>,
 }
 
 impl Ranker {
@@ -101,124 +90,99 @@ impl Ranker {
                 set.ranker.display()
             )));
         }
-        let retrieval = match set.retrieval {
-            Some(b) => Some(Server::new(b, &past)?),
-            None => None,
+        let (retrieval, user_codes) = match set.retrieval {
+            Some(b) => {
+                let s = Server::new(b, &past)?;
+                (Some(s.articles), Some(s.user_codes))
+            }
+            None => (None, None),
         };
-        let ctx = Context::fit(&past, day);
-        let ln_prices: Vec<f32> = (0..past.items.len() as u32)
-            .map(|i| ctx.ln_price(i))
-            .collect();
-        let known: Vec<f64> = ln_prices
-            .iter()
-            .filter(|p| p.is_finite())
-            .map(|&p| f64::from(p))
-            .collect();
-        let fallback = if known.is_empty() {
-            0.0
-        } else {
-            known.iter().sum::<f64>() / known.len() as f64
-        };
-        let bonus = ln_prices
-            .iter()
-            .map(|&l| {
-                let l = if l.is_finite() {
-                    f64::from(l)
-                } else {
-                    fallback
-                };
-                objective.bonus(alpha, l)
-            })
-            .collect();
-        let sources = Generator::fit(&past, &rows, cfg);
-        let mut popular = Vec::new();
-        sources
-            .fitted()
-            .recommend(Kind::DecayedPopular, 0, K, &mut popular);
+        let context = Context::fit(&past.log(), day);
+        let (sources, fitted) = Generator::fit(&past, &rows, cfg).into_parts();
+        let ordering = Ordering::new(&context, &sources, objective, alpha, K);
         Ok(Ranker {
-            sources,
-            ctx,
+            engine: RankingEngine {
+                ranker: server.articles,
+                retrieval,
+                sources,
+                context,
+                ordering,
+            },
+            fitted,
+            user_codes,
             past,
-            server,
-            retrieval,
-            bonus,
-            popular,
             day,
         })
     }
 
     /// The baselines fitted on the rows before the day.
     pub fn fitted(&self) -> &Fitted {
-        self.sources.fitted()
+        &self.fitted
     }
 
-    /// Every customer's purchases before the day.
-    fn hist(&self) -> &History {
-        self.sources.fitted().histories()
+    /// Writes the system this ranker serves, ordered by `served`, as a
+    /// ranking bundle in `dir`; `ranker` and `retrieval` are the model
+    /// bundles it was made with.
+    pub fn write_bundle(
+        &self,
+        dir: &Path,
+        set: &RankSettings,
+        served: ServedStage,
+        validation: Option<bundle::Validation>,
+    ) -> Result<bundle::RankingManifest> {
+        let items = &self.past.items;
+        let state = bundle::RankingState {
+            articles: items.ids.clone(),
+            attributes: items
+                .features
+                .iter()
+                .map(|f| bundle::ArticleColumn {
+                    name: f.name.clone(),
+                    vocab: f.vocab.clone(),
+                    codes: f.codes.clone(),
+                })
+                .collect(),
+            sources: self.engine.sources.clone(),
+            context: self.engine.context.clone(),
+        };
+        let name = dir.file_name().map_or_else(
+            || "ranking".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let parts = bundle::RankingParts {
+            name: &name,
+            last_day: self.fitted.popularity().end_day,
+            objective: set.objective,
+            alpha: set.alpha,
+            k: K,
+            state: &state,
+            trees: served.trees,
+            blender: served.blender,
+            ranker: set.ranker,
+            retrieval: set.retrieval,
+            validation,
+        };
+        Ok(bundle::write(dir, &parts)?)
     }
 
     /// The candidates and features of a chunk of customers; with `full`,
     /// also SASRec's top K over the whole catalogue.
     pub fn prepare(&self, users: &[u32], full: bool) -> Result<Vec<Prepared>> {
-        let cfg = self.sources.config();
-        let hist = self.hist();
-        let queries = self.server.queries(&self.past, hist, users, self.day)?;
-        let sasrec_k = cfg.sasrec.max(if full { K } else { 0 });
-        let sasrec = crate::export::serve::lists(&self.server, &queries, sasrec_k)?;
-        let (tt_queries, tt_lists) = match &self.retrieval {
-            Some(s) => {
-                let q = s.queries(&self.past, hist, users, self.day)?;
-                let l = crate::export::serve::lists(s, &q, cfg.two_tower)?;
-                (Some(q), Some(l))
-            }
-            None => (None, None),
-        };
-        Ok(users
-            .par_iter()
-            .enumerate()
-            .map(|(k, &u)| {
-                let own_sasrec = &sasrec[k][..sasrec[k].len().min(cfg.sasrec)];
-                let models = ModelLists {
-                    two_tower: tt_lists.as_ref().map(|l| l[k].as_slice()),
-                    sasrec: Some(own_sasrec),
-                };
-                let candidates = self.sources.candidates(u, models);
-                let (items, days) = hist.all(u);
-                let seeds = self.sources.seeds(u);
-                let view =
-                    self.ctx
-                        .customer(u, items, days, self.sources.copurchase_strength(&seeds));
-                let q = queries[k].as_deref();
-                let tq = tt_queries.as_ref().and_then(|t| t[k].as_deref());
-                let mut rows: Vec<Row> = candidates
-                    .iter()
-                    .map(|c| {
-                        let scores = ModelScores {
-                            sasrec: q
-                                .and_then(|q| vector(&self.server, c.item).map(|v| dot(v, q)))
-                                .unwrap_or(f32::NAN),
-                            two_tower: tq
-                                .zip(self.retrieval.as_ref())
-                                .and_then(|(q, s)| vector(s, c.item).map(|v| cosine(v, q)))
-                                .unwrap_or(f32::NAN),
-                        };
-                        self.ctx.row(&view, c, scores)
-                    })
-                    .collect();
-                features::rank_among(&mut rows);
-                Prepared {
-                    user: u,
-                    candidates,
-                    rows,
-                    has_query: q.is_some(),
-                    full: if full {
-                        sasrec[k].iter().take(K).copied().collect()
-                    } else {
-                        Vec::new()
-                    },
-                }
+        let hist = self.fitted.histories();
+        let codes: Vec<Vec<u32>> = users
+            .iter()
+            .map(|&u| {
+                self.user_codes
+                    .as_ref()
+                    .map_or_else(Vec::new, |c| c.codes(&self.past, u))
             })
-            .collect())
+            .collect();
+        let customers: Vec<RankCustomer> = users
+            .iter()
+            .zip(&codes)
+            .map(|(&u, c)| crate::export::serve::customer(&self.past, hist, u, self.day, c))
+            .collect();
+        Ok(self.engine.prepare(&customers, if full { K } else { 0 })?)
     }
 
     /// The top K of `p`'s candidates by `scorer` (plus the revenue term),
@@ -237,30 +201,9 @@ impl Ranker {
         has_query: bool,
         scorer: Scorer,
     ) -> Vec<u32> {
-        let mut top: Vec<u32> = match scorer {
-            Scorer::Score | Scorer::Blender(_) if !has_query => {
-                candidates.iter().map(|c| c.item).take(K).collect()
-            }
-            _ => {
-                let value = |r: &Row| -> f64 {
-                    let v = match scorer {
-                        Scorer::Score => f64::from(r[Feature::SasrecScore.slot()]),
-                        Scorer::Blender(b) => b.log_prob(&blend::inputs(r)),
-                        Scorer::Trees(t, rate) => gbdt::score(t, r, rate),
-                    };
-                    if v.is_nan() { f64::NEG_INFINITY } else { v }
-                };
-                let mut scored: Vec<(u32, f64)> = candidates
-                    .iter()
-                    .zip(rows)
-                    .map(|(c, r)| (c.item, value(r) + f64::from(self.bonus[c.item as usize])))
-                    .collect();
-                scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                scored.iter().map(|s| s.0).take(K).collect()
-            }
-        };
-        fill(&mut top, &self.popular);
-        top
+        self.engine
+            .ordering
+            .order(candidates, rows, has_query, scorer)
     }
 
     /// The candidate rows of `targets`' customers, labelled bought or not:
@@ -402,23 +345,6 @@ impl Collected {
     }
 }
 
-fn vector(server: &Server, item: u32) -> Option<&[f32]> {
-    let p = *server.item_of.get(item as usize)?;
-    if p == u32::MAX {
-        return None;
-    }
-    server.item_vector(p)
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let n = dot(a, a).sqrt() * dot(b, b).sqrt();
-    if n > 0.0 { dot(a, b) / n } else { f32::NAN }
-}
-
 /// The trees (and the logistic blender) fitted on the weeks before the
 /// validation week, early-stopped and chosen on it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -465,6 +391,9 @@ pub struct TestPeriod {
     pub second: Option<SecondStage>,
     /// What each row of `table` (and each of `per_customer`) is, in order.
     pub systems: Vec<System>,
+    /// The served system's list of each test customer: (customer id,
+    /// article ids), in the targets' order.
+    pub served_lists: Vec<(String, Vec<String>)>,
 }
 
 /// A system the test-period report scores.
@@ -533,6 +462,9 @@ pub struct RankSettings<'a> {
     pub alpha: f64,
     /// Fit a second stage; read by [`rank_test_period`].
     pub second: Option<SecondSettings<'a>>,
+    /// Where [`rank_test_period`] writes the ranking bundle of the system
+    /// it serves on the test period.
+    pub bundle: Option<&'a Path>,
 }
 
 /// The feature groups the ablations leave out, in report order.
@@ -639,7 +571,7 @@ fn fit_second_stage(
             } else {
                 let mut list: Vec<u32> =
                     p.candidates.iter().map(|cand| cand.item).take(K).collect();
-                fill(&mut list, &vr.popular);
+                vr.engine.ordering.fill(&mut list);
                 missed.push((c * CHUNK + k, list));
             }
         }
@@ -676,7 +608,7 @@ fn fit_second_stage(
         acc.finish()
     };
     let blender = if second.blend.enabled {
-        match Blender::fit(
+        match blend::fit(
             &train.blend_x,
             &train.blend_y,
             train.trees.negative_rate,
@@ -839,6 +771,25 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
     let targets = Targets::from_rows(ds, &split.test);
     let start = split.test.iter().map(|&r| ds.day(r)).min().unwrap_or(0);
     let r = Ranker::new(ds, start, set)?;
+    if let Some(dir) = set.bundle {
+        let trees = second
+            .as_ref()
+            .filter(|s| !s.models.is_empty())
+            .map(|s| (s.text.as_str(), s.negative_rate));
+        let validation = second
+            .as_ref()
+            .and_then(|s| s.models.first())
+            .filter(|_| trees.is_some())
+            .map(|m| bundle::Validation {
+                map_at_12: m.valid_map,
+                revenue_per_impression: m.valid_revenue_per_impression,
+            });
+        let served = ServedStage {
+            trees,
+            blender: blender.as_ref(),
+        };
+        r.write_bundle(dir, set, served, validation)?;
+    }
     let objective = set.objective;
     let mut scorers: Vec<(System, Scorer)> = models
         .iter()
@@ -861,11 +812,30 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
             full.push(if p.has_query {
                 p.full
             } else {
-                r.popular.clone()
+                r.engine.ordering.popular().to_vec()
             });
             cands.push(p.candidates);
         }
     }
+    let served_system = second
+        .as_ref()
+        .filter(|s| !s.models.is_empty())
+        .map(|s| System::Trees(s.served))
+        .or(blender.as_ref().map(|_| System::Blend))
+        .unwrap_or(System::Score);
+    let served_at = scorers
+        .iter()
+        .position(|(s, _)| *s == served_system)
+        .expect("the served system is one of the scorers");
+    let served_lists = targets
+        .users
+        .iter()
+        .zip(&picks[served_at])
+        .map(|(&u, l)| {
+            let articles = l.iter().map(|&i| ds.items.ids[i as usize].clone());
+            (ds.users.ids[u as usize].clone(), articles.collect())
+        })
+        .collect();
     let n_items = ds.items.len();
     let ids: Vec<String> = targets
         .users
@@ -887,7 +857,7 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
         ));
         rows.push(crate::eval::report::Row { name, metrics });
     };
-    let name = r.server.engine.bundle.manifest.name.clone();
+    let name = r.engine.ranker.engine.bundle.manifest.name.clone();
     for ((system, _), lists) in scorers.iter().zip(picks) {
         let label = match system {
             System::Trees(o) => format!("candidates ranked by {} trees ({objective:?})", o.name()),
@@ -934,6 +904,7 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
         candidates: crate::rank::candidates::recall(&targets, &cands, set.candidates),
         second,
         systems,
+        served_lists,
     })
 }
 
@@ -974,18 +945,6 @@ on the same rows.",
         );
     }
     s
-}
-
-/// Pads `list` to K with `popular` items it lacks.
-fn fill(list: &mut Vec<u32>, popular: &[u32]) {
-    for &p in popular {
-        if list.len() >= K {
-            break;
-        }
-        if !list.contains(&p) {
-            list.push(p);
-        }
-    }
 }
 
 impl SecondStage {
@@ -1079,7 +1038,7 @@ pub fn refit_second_stage(
         None => (String::new(), 0),
     };
     let blender = match &stage.blender {
-        Some(_) => Some(Blender::fit(
+        Some(_) => Some(blend::fit(
             &rows.blend_x,
             &rows.blend_y,
             rows.trees.negative_rate,

@@ -3,6 +3,7 @@
 //! order and checked by the format checker at the end.
 
 pub mod file;
+pub mod ranking;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -45,6 +46,9 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
             "{}: submissions are written for H&M-format data only",
             opt.data.display()
         )));
+    }
+    if recforge_infer::rank::bundle::is_ranking(&opt.bundle) {
+        return ranking::submit(opt, &ds, t0);
     }
     let server = Server::new(&opt.bundle, &ds)?;
     let hist = History::of_all(&ds);

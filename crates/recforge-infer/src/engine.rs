@@ -62,6 +62,9 @@ pub struct Purchase {
     pub article: String,
     /// Days before the day served (0 = today); pooled histories weigh by it.
     pub days_ago: f64,
+    /// The sales channel (H&M: 1 store, 2 online), when known; a ranking
+    /// bundle's online-share feature reads it.
+    pub channel: Option<u8>,
 }
 
 /// One customer's inputs in the engine's terms.
@@ -301,26 +304,31 @@ impl Engine {
                 .filter_map(|p| Some((snap.id_of(&p.article)?, p.days_ago)))
                 .unzip(),
         };
-        let codes: Vec<u32> = self
-            .bundle
-            .manifest
-            .user_features
-            .iter()
-            .map(|f| {
-                // Age buckets are cut from the raw `age` column.
-                let key = match f.spec {
-                    UserFeatureSpec::AgeBucket { .. } => "age",
-                    _ => f.name.as_str(),
-                };
-                attributes.get(key).map_or(0, |v| f.spec.code(v))
-            })
-            .collect();
+        let codes = self.user_codes(attributes);
         let customer = Customer {
             history: &ids,
             days_ago: &days_ago,
             codes: &codes,
         };
         self.query_on(&snap, &customer)
+    }
+
+    /// The bundle's code of each customer feature from raw attribute
+    /// values (missing or unseen ones read 0, "unknown"; age buckets are
+    /// cut from the raw `age`).
+    pub fn user_codes(&self, attributes: &HashMap<String, String>) -> Vec<u32> {
+        self.bundle
+            .manifest
+            .user_features
+            .iter()
+            .map(|f| {
+                let key = match f.spec {
+                    UserFeatureSpec::AgeBucket { .. } => "age",
+                    _ => f.name.as_str(),
+                };
+                attributes.get(key).map_or(0, |v| f.spec.code(v))
+            })
+            .collect()
     }
 
     /// Articles for a customer the model knows nothing about.

@@ -7,7 +7,10 @@
 //! the servable items and takes new, sold-out and removed articles while
 //! readers keep going; [`ItemIndex`] finds exact top-K lists; [`Engine`]
 //! puts them together: one bundle, its pool, and the query a customer's
-//! history and attributes make, for every serving path.
+//! history and attributes make, for every serving path. [`rank`] holds the
+//! whole two-stage system: candidate sources, the second stage's features
+//! and scorers, the [`rank::engine::RankingEngine`] that runs them, and the
+//! ranking bundle ([`rank::bundle`]) that ships it.
 //!
 //! The trainer uses the same code for its retrieval evaluation, so what is
 //! measured in training is what is served.
@@ -17,6 +20,7 @@ pub mod engine;
 pub mod nn;
 pub mod pool;
 mod quant;
+pub mod rank;
 pub mod retrieve;
 pub mod sasrec;
 pub mod topk;

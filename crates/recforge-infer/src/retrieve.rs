@@ -357,12 +357,7 @@ impl ItemIndex {
             .filter(|c| c.2 >= floor)
             .map(|c| {
                 let row = c.0 as usize;
-                let s = q
-                    .iter()
-                    .zip(self.vector(row))
-                    .map(|(a, b)| a * b)
-                    .sum::<f32>();
-                (self.ids[row], s)
+                (self.ids[row], exact_dot(q, self.vector(row)))
             })
             .filter(|c| !c.1.is_nan())
             .collect();
@@ -370,6 +365,14 @@ impl ItemIndex {
         out.truncate(k);
         out
     }
+}
+
+/// A query's f32 score of one item, summed as the batch path's `gemm`
+/// kernels sum each element (one fused multiply-add after another, from
+/// the first dimension), so a query searched alone gets the bits it gets
+/// in a batch and near-ties order alike on every serving path.
+fn exact_dot(q: &[f32], v: &[f32]) -> f32 {
+    q.iter().zip(v).fold(0f32, |acc, (a, b)| a.mul_add(*b, acc))
 }
 
 /// Lifts `floor` to the K-th best lower bound among `cand` and drops the
@@ -495,6 +498,31 @@ mod tests {
                     assert_eq!(ids, want, "single query {qi}, skip {skip}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_query_alone_gets_the_bits_it_gets_in_a_batch() {
+        let (d, n, nq) = (64, 3000, 3 * SINGLE_BELOW);
+        let mut x = 0x51ed_2701u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        };
+        let items: Vec<f32> = (0..n * d).map(|_| next()).collect();
+        let queries: Vec<f32> = (0..nq * d).map(|_| next()).collect();
+        let index = ItemIndex::new(d, (0..n as u32).collect(), items).unwrap();
+        let batch = index.search(&queries, 50, false).unwrap();
+        for (qi, want) in batch.iter().enumerate() {
+            let one = index
+                .search(&queries[qi * d..(qi + 1) * d], 50, false)
+                .unwrap();
+            let bits = |l: &[(u32, f32)]| -> Vec<(u32, u32)> {
+                l.iter().map(|&(i, s)| (i, s.to_bits())).collect()
+            };
+            assert_eq!(bits(&one[0]), bits(want), "query {qi}");
         }
     }
 

@@ -10,7 +10,10 @@ use recforge_infer::{Objective, PoolSnapshot};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::tenant::{Customer, Tenant};
+use recforge_infer::rank::bundle::{RankingBundle, Request};
+use recforge_infer::rank::second::Ordering;
+
+use crate::tenant::{Customer, Served, Tenant};
 
 /// A client error (4xx) or a server fault (5xx), returned as
 /// `{"error": {"code", "message"}}`.
@@ -46,7 +49,13 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 #[serde(untagged)]
 enum HistoryItem {
     Id(String),
-    Dated { article_id: String, days_ago: f64 },
+    Dated {
+        article_id: String,
+        days_ago: f64,
+        /// Sales channel (H&M: 1 store, 2 online), when known.
+        #[serde(default)]
+        channel: Option<u8>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -89,9 +98,23 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
     };
     let variant = t.variant_of(req.customer_id.as_deref());
     let variants = t.variants();
-    let engine: &Engine = match (variant, &variants.b) {
+    let served: &Served = match (variant, &variants.b) {
         ("b", Some(b)) => b,
         _ => &variants.a,
+    };
+    let engine: &Engine = match served {
+        Served::Model(e) => e,
+        Served::Ranking { bundle, ordering } => {
+            return ranking_answer(
+                t,
+                bundle,
+                ordering.as_ref(),
+                &req,
+                history,
+                attributes,
+                variant,
+            );
+        }
     };
     let snap = engine.pool.snapshot();
     // Unknown article ids in `exclude` cannot be served anyway.
@@ -121,6 +144,45 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
     }))
 }
 
+/// The whole ranking system's answer: candidates → features → second stage
+/// → top `k` of what the pool sells.
+fn ranking_answer(
+    t: &Tenant,
+    bundle: &RankingBundle,
+    ordering: Option<&Ordering>,
+    req: &RecommendRequest,
+    history: &[Purchase],
+    attributes: &HashMap<String, String>,
+    variant: &str,
+) -> ApiResult {
+    let exclude: Vec<&str> = req.exclude.iter().map(String::as_str).collect();
+    let a = bundle
+        .answer(&Request {
+            history,
+            attributes,
+            k: req.k,
+            exclude: &exclude,
+            exclude_purchased: t.cfg.exclude_purchased,
+            ordering,
+        })
+        .map_err(|e| ApiError::new(500, "model", e.to_string()))?;
+    let items: Vec<Value> = a
+        .items
+        .iter()
+        .map(|(id, v)| json!({"article_id": id, "score": v}))
+        .collect();
+    Ok(json!({
+        "tenant": t.name,
+        "variant": variant,
+        "model_version": bundle.version,
+        "pool_version": bundle.engine.ranker.engine.pool.snapshot().version,
+        "source": "ranking",
+        "candidates": a.candidates,
+        "known_history": a.known_history,
+        "items": items,
+    }))
+}
+
 /// The request's history: the one it sends, or the stored customer's
 /// (borrowed, not copied, on every request).
 fn history_of<'a>(
@@ -135,13 +197,16 @@ fn history_of<'a>(
                     HistoryItem::Id(a) => Purchase {
                         article: a.clone(),
                         days_ago: 0.0,
+                        channel: None,
                     },
                     HistoryItem::Dated {
                         article_id,
                         days_ago,
+                        channel,
                     } => Purchase {
                         article: article_id.clone(),
                         days_ago: days_ago.max(0.0),
+                        channel: *channel,
                     },
                 })
                 .collect(),
@@ -242,9 +307,21 @@ pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
     }
     let mut overlay = t.overlay.lock().unwrap_or_else(|e| e.into_inner());
     let variants = t.variants();
+    if variants
+        .served()
+        .any(|(_, s)| matches!(s, Served::Ranking { .. }))
+    {
+        return Err(ApiError::new(
+            422,
+            "ranking_bundle",
+            "this tenant serves a ranking bundle, whose candidate sources and features are fitted at export: \
+new articles enter it with the next exported bundle (mark articles sold out or back in stock with /availability)",
+        ));
+    }
     let engines: Vec<&Engine> = variants.engines().map(|(_, e)| e).collect();
     let known: Vec<&str> = variants
         .a
+        .primary()
         .bundle
         .manifest
         .items
@@ -329,7 +406,7 @@ pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
                 .iter()
                 .filter_map(|it| Some((it.article_id.as_str(), it.price?))),
         );
-    Ok(json!({"added": req.items.len(), "pool_size": variants.a.pool.snapshot().len()}))
+    Ok(json!({"added": req.items.len(), "pool_size": variants.a.primary().pool.snapshot().len()}))
 }
 
 #[derive(Deserialize)]
@@ -392,7 +469,7 @@ pub fn availability(t: &Tenant, body: &[u8]) -> ApiResult {
     Ok(json!({
         "sold_out": req.sold_out.len(),
         "in_stock": req.in_stock.len(),
-        "available": variants.a.pool.snapshot().available_len(),
+        "available": variants.a.primary().pool.snapshot().available_len(),
     }))
 }
 

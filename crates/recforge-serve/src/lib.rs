@@ -2,7 +2,9 @@
 //!
 //! One process serves several clients (tenants), each with its own bundle
 //! (and optionally a second one for an A/B test), on the burn-free
-//! inference crate's [`Engine`]. Recommendations read an `Arc` snapshot of the tenant's
+//! inference crate's [`Engine`]: a model bundle answers with its top K over
+//! the pool, a ranking bundle with the whole two-stage system the trainer
+//! evaluated (`source: "ranking"`). Recommendations read an `Arc` snapshot of the tenant's
 //! models and item pool, so item updates and model reloads never block or
 //! fail a request in flight. The API is described in `openapi.yaml`.
 

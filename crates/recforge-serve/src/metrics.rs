@@ -108,8 +108,8 @@ impl Metrics {
         let mut avail = String::new();
         for t in tenants {
             let v = t.variants();
-            for (name, e) in v.engines() {
-                let snap = e.pool.snapshot();
+            for (name, served) in v.served() {
+                let snap = served.primary().pool.snapshot();
                 let labels = format!("tenant=\"{}\",variant=\"{name}\"", escape(&t.name));
                 let _ = writeln!(out, "recforge_item_pool_size{{{labels}}} {}", snap.len());
                 let _ = writeln!(
@@ -120,7 +120,7 @@ impl Metrics {
                 let _ = writeln!(
                     info,
                     "recforge_model_info{{{labels},version=\"{}\"}} 1",
-                    escape(&e.version)
+                    escape(served.version())
                 );
             }
         }

@@ -8,21 +8,90 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Deserialize;
 
+use recforge_infer::rank::bundle::RankingBundle;
+use recforge_infer::rank::second::Ordering;
+
 use crate::config::{Config, TenantConfig};
 use crate::{Engine, Purchase};
 use crate::{Error, Result};
 
+/// What one variant serves: one model's top K over the pool, or the whole
+/// ranking system of a ranking bundle.
+pub enum Served {
+    Model(Box<Engine>),
+    Ranking {
+        bundle: Box<RankingBundle>,
+        /// The tenant's objective over the bundle's state (None: the
+        /// bundle's own).
+        ordering: Option<Ordering>,
+    },
+}
+
+impl Served {
+    /// A model bundle or a ranking bundle (it has `ranking.json`), the
+    /// ranking one ordered by `cfg`'s objective when that differs from the
+    /// bundle's.
+    pub fn load(dir: &Path, cfg: &TenantConfig, max_k: usize) -> Result<Self> {
+        if !recforge_infer::rank::bundle::is_ranking(dir) {
+            return Ok(Served::Model(Box::new(Engine::load(dir)?)));
+        }
+        let bundle = RankingBundle::load(dir)?;
+        let m = &bundle.manifest;
+        let ordering = (cfg.objective != m.objective || cfg.alpha != m.alpha).then(|| {
+            let e = &bundle.engine;
+            Ordering::new(&e.context, &e.sources, cfg.objective, cfg.alpha, max_k)
+        });
+        Ok(Served::Ranking {
+            bundle: Box::new(bundle),
+            ordering,
+        })
+    }
+
+    /// Which weights answered: the model's, or the ranking bundle's state.
+    pub fn version(&self) -> &str {
+        match self {
+            Served::Model(e) => &e.version,
+            Served::Ranking { bundle, .. } => &bundle.version,
+        }
+    }
+
+    /// The engine whose pool decides what is servable (the sequential
+    /// ranker's for a ranking bundle).
+    pub fn primary(&self) -> &Engine {
+        match self {
+            Served::Model(e) => e,
+            Served::Ranking { bundle, .. } => &bundle.engine.ranker.engine,
+        }
+    }
+
+    /// Every model engine it holds: pool changes go to all of them.
+    pub fn engines(&self) -> Vec<&Engine> {
+        match self {
+            Served::Model(e) => vec![e],
+            Served::Ranking { bundle, .. } => std::iter::once(&bundle.engine.ranker.engine)
+                .chain(bundle.engine.retrieval.as_ref().map(|r| &r.engine))
+                .collect(),
+        }
+    }
+}
+
 /// The bundles being served; swapped whole on reload, so a request keeps
 /// the engine it started with.
 pub struct Variants {
-    pub a: Arc<Engine>,
-    pub b: Option<Arc<Engine>>,
+    pub a: Arc<Served>,
+    pub b: Option<Arc<Served>>,
 }
 
 impl Variants {
-    /// Every engine being served: item changes go to all of them.
-    pub fn engines(&self) -> impl Iterator<Item = (&'static str, &Engine)> {
+    /// Every variant being served, by name.
+    pub fn served(&self) -> impl Iterator<Item = (&'static str, &Served)> {
         std::iter::once(("a", &*self.a)).chain(self.b.as_deref().map(|b| ("b", b)))
+    }
+
+    /// Every model engine of every variant: item changes go to all of them.
+    pub fn engines(&self) -> impl Iterator<Item = (&'static str, &Engine)> {
+        self.served()
+            .flat_map(|(name, s)| s.engines().into_iter().map(move |e| (name, e)))
     }
 }
 
@@ -89,6 +158,9 @@ pub struct Tenant {
     pub name: String,
     pub cfg: TenantConfig,
     models_dir: std::path::PathBuf,
+    /// The server's largest k (a ranking bundle's own objective is sized
+    /// to it).
+    max_k: usize,
     variants: RwLock<Arc<Variants>>,
     /// Serialises admin changes (items, availability, reload).
     pub overlay: Mutex<Overlay>,
@@ -113,13 +185,25 @@ struct HistoryLine {
     article_id: String,
     #[serde(default)]
     days_ago: f64,
+    /// Sales channel (H&M: 1 store, 2 online), when known.
+    #[serde(default)]
+    channel: Option<u8>,
 }
 
 impl Tenant {
     pub fn load(name: &str, cfg: &TenantConfig, server: &Config) -> Result<Self> {
-        let a = Arc::new(Engine::load(&server.models_dir.join(&cfg.bundle))?);
+        let max_k = server.max_k;
+        let a = Arc::new(Served::load(
+            &server.models_dir.join(&cfg.bundle),
+            cfg,
+            max_k,
+        )?);
         let b = match &cfg.ab {
-            Some(ab) => Some(Arc::new(Engine::load(&server.models_dir.join(&ab.bundle))?)),
+            Some(ab) => Some(Arc::new(Served::load(
+                &server.models_dir.join(&ab.bundle),
+                cfg,
+                max_k,
+            )?)),
             None => None,
         };
         let customers = match &cfg.customers {
@@ -134,6 +218,7 @@ impl Tenant {
             name: name.to_string(),
             cfg: cfg.clone(),
             models_dir: server.models_dir.clone(),
+            max_k,
             variants: RwLock::new(Arc::new(Variants { a, b })),
             overlay: Mutex::new(Overlay::default()),
             customers,
@@ -192,14 +277,14 @@ impl Tenant {
                 "bundle `{name}`: give a directory name under the models directory"
             )));
         }
-        let engine = Engine::load(&self.models_dir.join(&name))?;
+        let engine = Served::load(&self.models_dir.join(&name), &self.cfg, self.max_k)?;
         apply_overlay(&engine, &overlay)?;
         let engine = Arc::new(engine);
         let mut slot = self.variants.write().unwrap_or_else(|e| e.into_inner());
         let current = slot.clone();
         let previous;
         let next = if variant == "a" {
-            previous = current.a.version.clone();
+            previous = current.a.version().to_string();
             Variants {
                 a: engine.clone(),
                 b: current.b.clone(),
@@ -208,7 +293,7 @@ impl Tenant {
             previous = current
                 .b
                 .as_ref()
-                .map(|e| e.version.clone())
+                .map(|e| e.version().to_string())
                 .unwrap_or_default();
             Variants {
                 a: current.a.clone(),
@@ -216,7 +301,7 @@ impl Tenant {
             }
         };
         *slot = Arc::new(next);
-        Ok((previous, engine.version.clone()))
+        Ok((previous, engine.version().to_string()))
     }
 }
 
@@ -231,7 +316,14 @@ fn mix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-fn apply_overlay(engine: &Engine, overlay: &Overlay) -> Result<()> {
+fn apply_overlay(served: &Served, overlay: &Overlay) -> Result<()> {
+    for engine in served.engines() {
+        apply_to_engine(engine, overlay)?;
+    }
+    Ok(())
+}
+
+fn apply_to_engine(engine: &Engine, overlay: &Overlay) -> Result<()> {
     let vectors: Vec<(String, Vec<f32>)> = overlay
         .added
         .iter()
@@ -269,6 +361,7 @@ fn read_customers(path: &Path) -> Result<HashMap<String, Customer>> {
             .map(|h| Purchase {
                 article: h.article_id,
                 days_ago: h.days_ago,
+                channel: h.channel,
             })
             .collect();
         if out

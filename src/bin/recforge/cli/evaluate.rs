@@ -97,7 +97,7 @@ pub fn print_baselines(out: &BaselineOutcome) {
 /// Candidate source sizes from a TOML file, or the defaults.
 fn candidate_config(path: Option<&std::path::Path>) -> Result<CandidateConfig> {
     Ok(match path {
-        Some(p) => CandidateConfig::load(p)?,
+        Some(p) => recforge::rank::candidates::load_config(p)?,
         None => CandidateConfig::default(),
     })
 }
@@ -188,6 +188,7 @@ pub fn rank(a: RankArgs) -> Result<()> {
             seed: a.seed,
             rows_out: None,
         }),
+        bundle: None,
     };
     let (tp, per_customer) = commands::rank(&a.data, a.target_days, &settings, a.out.as_deref())?;
     println!("{}", tp.table.markdown());

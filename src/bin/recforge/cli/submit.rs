@@ -67,13 +67,18 @@ pub struct ServingDataArgs {
     /// Directory to write customers.jsonl and prices.csv into.
     #[arg(long)]
     out: PathBuf,
-    /// Purchases kept per customer, most recent.
+    /// Purchases kept per customer, most recent (a ranking bundle's
+    /// features count every purchase: give it a large value).
     #[arg(long, default_value_t = 50)]
     history_len: usize,
+    /// Serve as of this day (purchases before it, dated in days before
+    /// it), e.g. a ranking bundle's `day`; default the day after the data.
+    #[arg(long)]
+    day: Option<i64>,
 }
 
 pub fn serving_data(a: ServingDataArgs) -> Result<()> {
-    let w = recforge::export::serving_data::write(&a.data, &a.out, a.history_len)?;
+    let w = recforge::export::serving_data::write(&a.data, &a.out, a.history_len, a.day)?;
     println!(
         "{}: customers.jsonl ({} customers, {} with purchases), prices.csv ({} articles)",
         a.out.display(),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use recforge_infer::rank::CustomerHistory;
 use recforge_infer::rank::bundle::RankingBundle;
-use recforge_infer::rank::engine::RankCustomer;
+use recforge_infer::rank::engine::{Prepared, RankCustomer};
 
 use crate::data::Dataset;
 use crate::data::history::History;
@@ -90,16 +90,26 @@ impl Translation {
         o
     }
 
-    /// The served lists of `users` (dataset ids in and out), as of the
-    /// bundle's day, from their purchases in `hist` before it; and how many
-    /// had no purchase the bundle knows.
-    pub fn lists(
+    /// The candidates and features of `users` as of the bundle's day.
+    pub fn prepare(
         &self,
         b: &RankingBundle,
         ds: &Dataset,
         hist: &History,
         users: &[u32],
-    ) -> Result<(Vec<Vec<u32>>, usize)> {
+    ) -> Result<Vec<Prepared>> {
+        Ok(self.prepared(b, ds, hist, users)?.0)
+    }
+
+    /// [`prepare`](Self::prepare), and how many customers had no purchase
+    /// the bundle knows.
+    fn prepared(
+        &self,
+        b: &RankingBundle,
+        ds: &Dataset,
+        hist: &History,
+        users: &[u32],
+    ) -> Result<(Vec<Prepared>, usize)> {
         let day = b.manifest.day;
         let owned: Vec<Owned> = users
             .iter()
@@ -118,7 +128,20 @@ impl Translation {
                 codes: &o.codes,
             })
             .collect();
-        let prepared = b.engine.prepare(&customers, 0)?;
+        Ok((b.engine.prepare(&customers, 0)?, cold))
+    }
+
+    /// The served lists of `users` (dataset ids in and out), as of the
+    /// bundle's day, from their purchases in `hist` before it; and how many
+    /// had no purchase the bundle knows.
+    pub fn lists(
+        &self,
+        b: &RankingBundle,
+        ds: &Dataset,
+        hist: &History,
+        users: &[u32],
+    ) -> Result<(Vec<Vec<u32>>, usize)> {
+        let (prepared, cold) = self.prepared(b, ds, hist, users)?;
         let scorer = b.served.scorer();
         let lists = prepared
             .iter()

@@ -34,6 +34,21 @@ impl Scorer<'_> {
         }
     }
 
+    /// The scores of a customer's rows, as [`score`](Self::score) gives
+    /// them one by one (the same bits): trees walk all rows one tree at a
+    /// time.
+    pub fn scores(&self, rows: &[Row]) -> Vec<f64> {
+        match *self {
+            Scorer::Trees(t, rate) if t.n_features() == super::features::N => {
+                match t.raw_many(rows.as_flattened()) {
+                    Ok(raw) => raw.into_iter().map(|r| tree_value(t, r, rate)).collect(),
+                    Err(_) => vec![f64::NAN; rows.len()],
+                }
+            }
+            _ => rows.iter().map(|r| self.score(r)).collect(),
+        }
+    }
+
     /// Whether it needs the sequential ranker's query: without one (a
     /// customer without history) the candidates keep their own order.
     fn needs_query(&self) -> bool {
@@ -46,9 +61,14 @@ impl Scorer<'_> {
 /// = share of negatives kept in training), the raw score for lambdarank.
 /// NaN when the row does not have the trees' width.
 pub fn tree_score(trees: &Trees, row: &[f32], negative_rate: f64) -> f64 {
-    let Ok(raw) = trees.raw(row) else {
-        return f64::NAN;
-    };
+    match trees.raw(row) {
+        Ok(raw) => tree_value(trees, raw, negative_rate),
+        Err(_) => f64::NAN,
+    }
+}
+
+/// [`tree_score`] from the trees' raw score.
+fn tree_value(trees: &Trees, raw: f64, negative_rate: f64) -> f64 {
     match trees.objective {
         TreeObjective::Binary { sigmoid } => {
             // Keeping a share `rate` of negatives multiplies the odds by
@@ -200,12 +220,12 @@ impl Ordering {
                 .take(k)
                 .collect()
         } else {
+            let values = scorer.scores(rows);
             let mut scored: Vec<(u32, f64)> = candidates
                 .iter()
-                .zip(rows)
+                .zip(values)
                 .filter(|(c, _)| allowed(c.item))
-                .map(|(c, r)| {
-                    let v = scorer.score(r);
+                .map(|(c, v)| {
                     let v = if v.is_nan() { f64::NEG_INFINITY } else { v };
                     (c.item, v + f64::from(self.bonus(c.item)))
                 })

@@ -65,6 +65,7 @@ pub fn run(
     seconds: f64,
     threads: usize,
     workers: usize,
+    ranking: bool,
     out: &Path,
 ) -> Result<()> {
     ensure!(
@@ -73,24 +74,63 @@ pub fn run(
     );
     let dir = tempfile::tempdir()?;
     let models = dir.path().join("models");
-    eprintln!("writing a {items}-article bundle ...");
-    crate::bench::serve::random_sasrec(items, len, &models.join("hm"))?;
-    let mut rng = Rng::new(5);
-    let mut lines = String::new();
     let mut bodies = String::new();
-    for c in 0..customers {
-        let history: Vec<Value> = (0..len)
-            .map(|j| {
-                let a = 1 + rng.below(items as u64);
-                json!({"article_id": format!("{:010}", 100_000_000 + a), "days_ago": len - j})
-            })
-            .collect();
-        lines.push_str(&json!({"customer_id": format!("c{c}"), "history": history}).to_string());
-        lines.push('\n');
-        bodies.push_str(&json!({"customer_id": format!("c{c}"), "k": 12}).to_string());
-        bodies.push('\n');
-    }
-    std::fs::write(dir.path().join("customers.jsonl"), lines)?;
+    let what = if ranking {
+        // The whole ranking system on a synthetic log of `customers`
+        // customers; every customer with a purchase is requested.
+        let built = crate::bench::ranking::build(customers, items, 182, &dir.path().join("build"))?;
+        std::fs::create_dir_all(&models)?;
+        std::fs::rename(&built.bundle, models.join("hm"))?;
+        let serving = dir.path().join("serving");
+        recforge::export::serving_data::write(
+            &dir.path().join("build").join("raw"),
+            &serving,
+            usize::MAX,
+            Some(built.day),
+        )?;
+        std::fs::rename(
+            serving.join("customers.jsonl"),
+            dir.path().join("customers.jsonl"),
+        )?;
+        let text = std::fs::read_to_string(dir.path().join("customers.jsonl"))?;
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line)?;
+            if v["history"].as_array().is_some_and(|h| !h.is_empty()) {
+                bodies.push_str(&json!({"customer_id": v["customer_id"], "k": 12}).to_string());
+                bodies.push('\n');
+            }
+        }
+        format!(
+            "a ranking bundle (the whole two-stage system: candidate sources sized for about 200 candidates, 45 features, \
+100 rounds of lambdarank trees, over a random-init SASRec with d = 64, 2 layers, 2 heads, d_ff 256) built on a synthetic \
+log of {customers} customers and {items} articles; every customer with a purchase ({} of them) is requested with their \
+whole history",
+            bodies.lines().count()
+        )
+    } else {
+        eprintln!("writing a {items}-article bundle ...");
+        crate::bench::serve::random_sasrec(items, len, &models.join("hm"))?;
+        let mut rng = Rng::new(5);
+        let mut lines = String::new();
+        for c in 0..customers {
+            let history: Vec<Value> = (0..len)
+                .map(|j| {
+                    let a = 1 + rng.below(items as u64);
+                    json!({"article_id": format!("{:010}", 100_000_000 + a), "days_ago": len - j})
+                })
+                .collect();
+            lines
+                .push_str(&json!({"customer_id": format!("c{c}"), "history": history}).to_string());
+            lines.push('\n');
+            bodies.push_str(&json!({"customer_id": format!("c{c}"), "k": 12}).to_string());
+            bodies.push('\n');
+        }
+        std::fs::write(dir.path().join("customers.jsonl"), lines)?;
+        format!(
+            "a random-init SASRec bundle: {items} articles, d = 64, 2 layers, 2 heads, d_ff 256; {customers} stored \
+customers with {len}-purchase histories"
+        )
+    };
     std::fs::write(dir.path().join("bodies.jsonl"), bodies)?;
     let port = free_port()?;
     let token = "bench-admin-token-not-secret";
@@ -157,17 +197,20 @@ pub fn run(
     } else {
         "release build"
     };
+    // The single-model target is 10 ms; the whole ranking system's 15 ms.
+    let target = if ranking { 15.0 } else { 10.0 };
     let verdict = match at_500 {
-        Some(p99) if p99 <= 10.0 => {
-            format!("**p99 at 500 requests/s: {p99:.2} ms, within the 10 ms target.**")
+        Some(p99) if p99 <= target => {
+            format!("**p99 at 500 requests/s: {p99:.2} ms, within the {target} ms target.**")
         }
-        Some(p99) => format!("**p99 at 500 requests/s: {p99:.2} ms, over the 10 ms target.**"),
+        Some(p99) => {
+            format!("**p99 at 500 requests/s: {p99:.2} ms, over the {target} ms target.**")
+        }
         None => "500 requests/s was not among the rates run.".into(),
     };
     let table = format!(
         "# HTTP serving benchmark\n\n`recforge bench http` ({profile}, {cores} CPU cores shared by server and client). \
-One `recforge-serve` process ({workers} worker threads) serves a random-init SASRec bundle: {items} articles, d = 64, \
-2 layers, 2 heads, d_ff 256. {customers} stored customers with {len}-purchase histories; each request is \
+One `recforge-serve` process ({workers} worker threads) serves {what}; each request is \
 `POST /v1/hm/recommend {{\"customer_id\", \"k\": 12}}` over HTTP/1.1 keep-alive on 127.0.0.1. A second process \
 (`recforge-serve load`, {threads} client threads) sends requests open loop at a fixed rate for {seconds} s per rate; \
 latency runs from each request's due time to its full response. Server start (bundle load and checks, customer file): {startup_s:.1} s.\n\n\

@@ -1,9 +1,10 @@
 //! `recforge bench`: benchmarks that write a Markdown table under
 //! `benches/results/`. `data` times `synth` and `prepare` as separate
 //! processes (so each one's peak memory is its own) and lives here; `train`,
-//! `retrieval`, `serve` and `http` are in their own files.
+//! `retrieval`, `serve`, `ranking` and `http` are in their own files.
 
 mod http;
+mod ranking;
 mod retrieval;
 mod serve;
 mod train;
@@ -97,6 +98,28 @@ pub enum BenchCmd {
         #[arg(long, default_value = "benches/results/serve.md")]
         out: PathBuf,
     },
+    /// The whole ranking system served from a ranking bundle beside one
+    /// model's top K: single-customer latency and batch throughput.
+    Ranking {
+        /// Customers of the synthetic log.
+        #[arg(long, default_value_t = 100_000)]
+        customers: usize,
+        /// Articles (the H&M catalogue size).
+        #[arg(long, default_value_t = 105_542)]
+        articles: usize,
+        /// Days of the log.
+        #[arg(long, default_value_t = 182)]
+        days: u32,
+        /// Customers timed one by one.
+        #[arg(long, default_value_t = 400)]
+        latency: usize,
+        /// Customers of the batch run.
+        #[arg(long, default_value_t = 32_768)]
+        batch: usize,
+        /// Markdown table to write.
+        #[arg(long, default_value = "benches/results/ranking.md")]
+        out: PathBuf,
+    },
     /// The HTTP server (`recforge-serve`, a separate process) under fixed
     /// request rates from a second process: throughput and p50/p99 latency.
     Http {
@@ -121,6 +144,10 @@ pub enum BenchCmd {
         /// Server worker threads.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Serve a ranking bundle built on a synthetic log of `--customers`
+        /// customers (the whole two-stage system) instead of one model.
+        #[arg(long)]
+        ranking: bool,
         /// Markdown table to write.
         #[arg(long, default_value = "benches/results/http.md")]
         out: PathBuf,
@@ -179,6 +206,14 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             lengths_from,
             out,
         } => crate::bench::serve::run(items, len, latency, batch, lengths_from.as_deref(), &out),
+        BenchCmd::Ranking {
+            customers,
+            articles,
+            days,
+            latency,
+            batch,
+            out,
+        } => crate::bench::ranking::run(customers, articles, days, latency, batch, &out),
         BenchCmd::Http {
             items,
             customers,
@@ -187,9 +222,10 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             seconds,
             threads,
             workers,
+            ranking,
             out,
         } => crate::bench::http::run(
-            items, customers, len, &rates, seconds, threads, workers, &out,
+            items, customers, len, &rates, seconds, threads, workers, ranking, &out,
         ),
     }
 }

@@ -32,6 +32,25 @@ pub fn random_sasrec(
     len: usize,
     out: &std::path::Path,
 ) -> Result<recforge::model::SasRec> {
+    let ids = (0..=items)
+        .map(|i| {
+            if i == 0 {
+                String::new()
+            } else {
+                format!("{:010}", 100_000_000 + i)
+            }
+        })
+        .collect();
+    random_sasrec_over(ids, len, out)
+}
+
+/// [`random_sasrec`] over the articles `ids` (`ids[0]` the padding entry).
+pub fn random_sasrec_over(
+    ids: Vec<String>,
+    len: usize,
+    out: &std::path::Path,
+) -> Result<recforge::model::SasRec> {
+    let items = ids.len() - 1;
     let mut exp = Experiment::default();
     exp.data.max_len = len;
     exp.model.d_model = 64;
@@ -48,24 +67,14 @@ pub fn random_sasrec(
         kind: ModelKind::Sasrec,
         sasrec: Some(sasrec_spec(&cfg)),
         two_tower: None,
+        // The most "popular" articles: the first ids.
+        cold_start: ids[1..].iter().take(12).cloned().collect(),
         items: Items {
-            ids: (0..n_items)
-                .map(|i| {
-                    if i == 0 {
-                        String::new()
-                    } else {
-                        format!("{:010}", 100_000_000 + i)
-                    }
-                })
-                .collect(),
+            ids,
             features: vec![],
             known: vec![],
         },
         users: vec![],
-        // The most "popular" articles: the first ids.
-        cold_start: (1..=12)
-            .map(|i| format!("{:010}", 100_000_000 + i))
-            .collect(),
         data_end_day: 0,
         model: ModelShape::SasRec(cfg.clone()),
     };
@@ -73,7 +82,7 @@ pub fn random_sasrec(
     Ok(model)
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
 }

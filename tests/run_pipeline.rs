@@ -424,6 +424,14 @@ patience = 20
     assert_eq!(bytes(&refit), sub_bytes);
     http_serves_the_evaluated_lists(&run_dir, d, &served);
     damaged_bundles_are_refused(&run_dir.join("ranking-tiny"), d);
+    // `recforge export` copies a checked ranking bundle, and refuses a
+    // damaged one without writing anything.
+    let exported = d.join("models").join("tiny");
+    recforge::export::export_ranking(&run_dir.join("ranking-tiny"), &exported).unwrap();
+    assert!(recforge_infer::rank::bundle::RankingBundle::load(&exported).is_ok());
+    let bad = d.join("state");
+    assert!(recforge::export::export_ranking(&bad, &d.join("models").join("bad")).is_err());
+    assert!(!d.join("models").join("bad").exists());
     sold_out_articles_are_never_served(&run_dir.join("ranking-tiny"), &ds);
 
     // Unchanged: everything reused, nothing rewritten.

@@ -40,6 +40,35 @@ pub struct Exported {
     pub sha256: String,
 }
 
+/// Copies the ranking bundle `dir` (one `recforge run` wrote) to `out`
+/// after checking every part, as the serving side will load it; the copy
+/// is written whole or not at all.
+pub fn export_ranking(
+    dir: &Path,
+    out: &Path,
+) -> Result<recforge_infer::rank::bundle::RankingManifest> {
+    let bundle = recforge_infer::rank::bundle::RankingBundle::load(dir)?;
+    let tmp = AtomicDir::create(out)?;
+    copy_tree(dir, tmp.path())?;
+    tmp.commit()?;
+    Ok(bundle.manifest)
+}
+
+/// Copies the files under `from` into `to` (directories recreated).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().map_err(|e| Error::io(&src, e))?.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn export(run_dir: &Path, out: &Path) -> Result<Exported> {
     let config = run_dir.join("config.toml");
     let exp = Experiment::load(&config, &[])?;

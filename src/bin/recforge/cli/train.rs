@@ -60,7 +60,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// The run directory (runs/NAME).
+    /// The run directory (runs/NAME), or a ranking bundle a pipeline run
+    /// wrote (runs/NAME/ranking-REPORT), checked and copied whole.
     run_dir: PathBuf,
     /// The bundle directory to write (e.g. models/NAME); replaced atomically.
     #[arg(long)]
@@ -68,6 +69,23 @@ pub struct ExportArgs {
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
+    use recforge_infer::rank::bundle::SecondStageSpec;
+    if recforge_infer::rank::bundle::is_ranking(&a.run_dir) {
+        let m = recforge::export::export_ranking(&a.run_dir, &a.out)?;
+        println!(
+            "exported ranking bundle `{}` (day {}, {} articles, second stage: {}) to {}",
+            m.name,
+            m.day,
+            m.articles,
+            match m.second {
+                SecondStageSpec::Trees { .. } => "trees",
+                SecondStageSpec::Blender { .. } => "logistic blender",
+                SecondStageSpec::Score => "the ranker's score",
+            },
+            a.out.display()
+        );
+        return Ok(());
+    }
     let e = recforge::export::export(&a.run_dir, &a.out)?;
     println!(
         "exported {:?} model: {} tensors, {} bytes of weights (sha256 {}) to {}",

@@ -49,6 +49,10 @@ fn http_serves_the_evaluated_lists(
         .day;
     let dir = scratch.join("http");
     copy_dir(&bundle, &dir.join("models").join("shop"));
+    copy_dir(
+        &run_dir.join("models").join("ranker"),
+        &dir.join("models").join("sasrec"),
+    );
     recforge::export::serving_data::write(
         &run_dir.join("cache"),
         &dir.join("serving"),
@@ -65,6 +69,14 @@ workers = 2
 [tenants.shop]
 bundle = "shop"
 customers = "serving/customers.jsonl"
+
+# An A/B test of the whole ranking system against one model's top K.
+[tenants.mix]
+bundle = "shop"
+customers = "serving/customers.jsonl"
+[tenants.mix.ab]
+bundle = "sasrec"
+share = 0.5
 "#;
     std::fs::write(dir.join("serve.toml"), cfg).unwrap();
     let server =
@@ -95,6 +107,37 @@ customers = "serving/customers.jsonl"
             .collect();
         assert_eq!(&got, want, "customer {c}");
     }
+    // Each variant answers with its own system: the ranking bundle's lists
+    // in variant a, the single model's in b.
+    let mix = format!("http://{}/v1/mix/recommend", server.addr);
+    let mut seen = std::collections::HashMap::new();
+    for (c, want) in served {
+        let body = serde_json::json!({"customer_id": c, "k": 12}).to_string();
+        let mut resp = agent
+            .post(&mix)
+            .header("content-type", "application/json")
+            .send(body.as_bytes())
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        let variant = v["variant"].as_str().unwrap().to_string();
+        let source = v["source"].as_str().unwrap().to_string();
+        match variant.as_str() {
+            "a" => {
+                assert_eq!(source, "ranking", "{v}");
+                let got: Vec<&str> = v["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["article_id"].as_str().unwrap())
+                    .collect();
+                assert_eq!(&got, want, "customer {c}");
+            }
+            _ => assert!(source == "model" || source == "cold-start", "{v}"),
+        }
+        *seen.entry(variant).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both variants served: {seen:?}");
     server.stop();
 }
 

@@ -70,6 +70,15 @@ workers = 2
 bundle = "shop"
 customers = "serving/customers.jsonl"
 
+# The same bundle with smaller candidate lists for this client.
+[tenants.small]
+bundle = "shop"
+customers = "serving/customers.jsonl"
+[tenants.small.candidates]
+sasrec = 5
+two_tower = 5
+popular = 5
+
 # An A/B test of the whole ranking system against one model's top K.
 [tenants.mix]
 bundle = "shop"
@@ -107,6 +116,39 @@ share = 0.5
             .collect();
         assert_eq!(&got, want, "customer {c}");
     }
+    // A client's smaller candidate sizes shrink its candidate lists; sizes
+    // beyond what the bundle was fitted with are refused at load.
+    let count = |tenant: &str, c: &str| -> u64 {
+        let url = format!("http://{}/v1/{tenant}/recommend", server.addr);
+        let body = serde_json::json!({"customer_id": c, "k": 12}).to_string();
+        let mut resp = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body.as_bytes())
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(v["items"].as_array().unwrap().len(), 12, "{v}");
+        v["candidates"].as_u64().unwrap()
+    };
+    let (mut fewer, mut checked) = (0, 0);
+    for c in served.keys().take(40) {
+        let (full, small) = (count("shop", c), count("small", c));
+        assert!(small <= full, "customer {c}: {small} > {full}");
+        fewer += usize::from(small < full);
+        checked += 1;
+    }
+    assert!(
+        fewer * 2 > checked,
+        "{fewer} of {checked} had fewer candidates"
+    );
+    let too_many: recforge_serve::config::TenantConfig =
+        toml::from_str("bundle = \"shop\"\n[candidates]\nsasrec = 100000\n").unwrap();
+    let err = recforge_serve::tenant::Served::load(&dir.join("models").join("shop"), &too_many, 12)
+        .err()
+        .expect("sizes beyond the bundle's are refused")
+        .to_string();
+    assert!(err.contains("candidates.sasrec: 100000"), "{err}");
     // Each variant answers with its own system: the ranking bundle's lists
     // in variant a, the single model's in b.
     let mix = format!("http://{}/v1/mix/recommend", server.addr);

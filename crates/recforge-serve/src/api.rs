@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use recforge_infer::rank::bundle::{RankingBundle, Request};
 use recforge_infer::rank::second::Ordering;
+use recforge_infer::rank::sources::CandidateConfig;
 
 use crate::tenant::{Customer, Served, Tenant};
 
@@ -104,16 +105,16 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
     };
     let engine: &Engine = match served {
         Served::Model(e) => e,
-        Served::Ranking { bundle, ordering } => {
-            return ranking_answer(
-                t,
-                bundle,
-                ordering.as_ref(),
-                &req,
-                history,
-                attributes,
-                variant,
-            );
+        Served::Ranking {
+            bundle,
+            ordering,
+            sizes,
+        } => {
+            let how = How {
+                ordering: ordering.as_ref(),
+                sizes: sizes.as_ref(),
+            };
+            return ranking_answer(t, bundle, how, &req, history, attributes, variant);
         }
     };
     let snap = engine.pool.snapshot();
@@ -146,10 +147,16 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
 
 /// The whole ranking system's answer: candidates → features → second stage
 /// → top `k` of what the pool sells.
+/// A tenant's options over a ranking bundle.
+struct How<'a> {
+    ordering: Option<&'a Ordering>,
+    sizes: Option<&'a CandidateConfig>,
+}
+
 fn ranking_answer(
     t: &Tenant,
     bundle: &RankingBundle,
-    ordering: Option<&Ordering>,
+    how: How,
     req: &RecommendRequest,
     history: &[Purchase],
     attributes: &HashMap<String, String>,
@@ -163,7 +170,8 @@ fn ranking_answer(
             k: req.k,
             exclude: &exclude,
             exclude_purchased: t.cfg.exclude_purchased,
-            ordering,
+            ordering: how.ordering,
+            candidates: how.sizes,
         })
         .map_err(|e| ApiError::new(500, "model", e.to_string()))?;
     let items: Vec<Value> = a

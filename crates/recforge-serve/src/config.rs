@@ -80,6 +80,49 @@ pub struct TenantConfig {
     /// A second bundle served to a share of the customers.
     #[serde(default)]
     pub ab: Option<AbConfig>,
+    /// A ranking bundle's candidate sizes for this client (keys as in a
+    /// pipeline's `[candidates]`; each at most the bundle's, missing keys
+    /// keep the bundle's).
+    #[serde(default)]
+    pub candidates: Option<CandidateSizes>,
+}
+
+/// Per-source candidate sizes a tenant sets (None: the bundle's).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateSizes {
+    pub repurchase: Option<usize>,
+    pub popular: Option<usize>,
+    pub age_popular: Option<usize>,
+    pub copurchase: Option<usize>,
+    pub same_product: Option<usize>,
+    pub two_tower: Option<usize>,
+    pub sasrec: Option<usize>,
+    pub seeds: Option<usize>,
+}
+
+impl CandidateSizes {
+    /// The bundle's sizes with these set over them.
+    pub fn over(
+        &self,
+        b: &recforge_infer::rank::sources::CandidateConfig,
+    ) -> recforge_infer::rank::sources::CandidateConfig {
+        let mut c = b.clone();
+        let set = |slot: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut c.repurchase, self.repurchase);
+        set(&mut c.popular, self.popular);
+        set(&mut c.age_popular, self.age_popular);
+        set(&mut c.copurchase, self.copurchase);
+        set(&mut c.same_product, self.same_product);
+        set(&mut c.two_tower, self.two_tower);
+        set(&mut c.sasrec, self.sasrec);
+        set(&mut c.seeds, self.seeds);
+        c
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use recforge_infer::rank::bundle::RankingBundle;
 use recforge_infer::rank::second::Ordering;
+use recforge_infer::rank::sources::CandidateConfig;
 
 use crate::config::{Config, TenantConfig};
 use crate::{Engine, Purchase};
@@ -24,6 +25,8 @@ pub enum Served {
         /// The tenant's objective over the bundle's state (None: the
         /// bundle's own).
         ordering: Option<Ordering>,
+        /// The tenant's candidate sizes (None: the bundle's).
+        sizes: Option<CandidateConfig>,
     },
 }
 
@@ -41,9 +44,20 @@ impl Served {
             let e = &bundle.engine;
             Ordering::new(&e.context, &e.sources, cfg.objective, cfg.alpha, max_k)
         });
+        let sizes = match &cfg.candidates {
+            Some(c) => {
+                let sizes = c.over(bundle.engine.sources.config());
+                sizes
+                    .within(bundle.engine.sources.config())
+                    .map_err(|msg| Error::Invalid(format!("{}: {msg}", dir.display())))?;
+                Some(sizes)
+            }
+            None => None,
+        };
         Ok(Served::Ranking {
             bundle: Box::new(bundle),
             ordering,
+            sizes,
         })
     }
 

@@ -177,6 +177,9 @@ pub struct Request<'a> {
     pub exclude_purchased: bool,
     /// The list's objective, when the client's differs from the bundle's.
     pub ordering: Option<&'a Ordering>,
+    /// The client's candidate sizes (checked with
+    /// `CandidateConfig::within`), when smaller than the bundle's.
+    pub candidates: Option<&'a CandidateConfig>,
 }
 
 /// What a ranking bundle answers.
@@ -523,9 +526,10 @@ impl RankingBundle {
             },
             codes: &codes,
         };
+        let sizes = req.candidates.unwrap_or(self.engine.sources.config());
         let p = self
             .engine
-            .prepare(std::slice::from_ref(&customer), 0)?
+            .prepare_sized(std::slice::from_ref(&customer), 0, sizes)?
             .pop()
             .ok_or_else(|| Error::Invalid("no customer prepared".into()))?;
         let mut excluded: Vec<u32> = req.exclude.iter().filter_map(|a| self.item(a)).collect();

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::CustomerHistory;
 use super::features::{self, Context, ModelScores, Row};
 use super::second::{Ordering, Scorer};
-use super::sources::{CandidateSources, List, ModelLists};
+use super::sources::{CandidateConfig, CandidateSources, List, ModelLists};
 use crate::engine::{Catalogue, Customer, Engine, Model};
 use crate::{Bundle, Result};
 
@@ -221,7 +221,17 @@ impl RankingEngine {
     /// the sequential ranker's top `full` over the whole catalogue.
     /// Candidates the live pool no longer sells are dropped.
     pub fn prepare(&self, customers: &[RankCustomer], full: usize) -> Result<Vec<Prepared>> {
-        let cfg = self.sources.config();
+        self.prepare_sized(customers, full, self.sources.config())
+    }
+
+    /// [`prepare`](Self::prepare) with other candidate sizes (a client's;
+    /// each at most the fitted one, see `CandidateConfig::within`).
+    pub fn prepare_sized(
+        &self,
+        customers: &[RankCustomer],
+        full: usize,
+        cfg: &CandidateConfig,
+    ) -> Result<Vec<Prepared>> {
         let day = self.day();
         let queries = self.ranker.queries(customers, day)?;
         let sasrec = self.ranker.lists(&queries, cfg.sasrec.max(full))?;
@@ -249,7 +259,7 @@ impl RankingEngine {
                     two_tower: tt_lists.as_ref().map(|l| l[k].as_slice()),
                     sasrec: Some(own_sasrec),
                 };
-                let mut candidates = self.sources.candidates(&c.history, models);
+                let mut candidates = self.sources.candidates_sized(&c.history, models, cfg);
                 candidates.retain(|cand| available(cand.item));
                 let seeds = self.sources.seeds(c.history.items);
                 let view = self

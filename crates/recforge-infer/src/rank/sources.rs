@@ -35,6 +35,30 @@ pub struct CandidateConfig {
 }
 
 impl CandidateConfig {
+    /// Checks that `self` (a client's sizes) asks no source for more than
+    /// `fitted` holds and keeps the fitted co-purchase window; the error
+    /// names the key.
+    pub fn within(&self, fitted: &CandidateConfig) -> Result<(), String> {
+        for source in Source::ALL {
+            let (want, have) = (self.size(source), fitted.size(source));
+            if want > have {
+                return Err(format!(
+                    "candidates.{}: {want} per customer, but the bundle's sources were fitted with {have}",
+                    source.key()
+                ));
+            }
+        }
+        // Co-purchase neighbours were kept per item for the fitted size
+        // and window.
+        if self.copurchase_days != fitted.copurchase_days {
+            return Err(format!(
+                "candidates.copurchase_days: {} differs from the bundle's {} (fixed when it was fitted)",
+                self.copurchase_days, fitted.copurchase_days
+            ));
+        }
+        Ok(())
+    }
+
     /// The configured size of `source`'s list.
     pub fn size(&self, source: Source) -> usize {
         match source {
@@ -105,6 +129,19 @@ impl Source {
 
     pub const fn index(self) -> usize {
         self as usize
+    }
+
+    /// Its key in a `[candidates]` table.
+    pub fn key(self) -> &'static str {
+        match self {
+            Source::Repurchase => "repurchase",
+            Source::Popular => "popular",
+            Source::AgePopular => "age_popular",
+            Source::CoPurchase => "copurchase",
+            Source::SameProduct => "same_product",
+            Source::TwoTower => "two_tower",
+            Source::Sasrec => "sasrec",
+        }
     }
 }
 
@@ -481,7 +518,17 @@ impl CandidateSources {
     /// The union of every enabled source for customer `c`; `models` holds
     /// the model-made lists for this customer, when those sources are on.
     pub fn candidates(&self, c: &CustomerHistory, models: ModelLists) -> List {
-        let cfg = &self.cfg;
+        self.candidates_sized(c, models, &self.cfg)
+    }
+
+    /// [`candidates`](Self::candidates) with other list sizes (a client's,
+    /// at most the fitted ones: [`CandidateConfig::within`]).
+    pub fn candidates_sized(
+        &self,
+        c: &CustomerHistory,
+        models: ModelLists,
+        cfg: &CandidateConfig,
+    ) -> List {
         let pop = &self.popularity;
         let mut out: List = Vec::new();
         let mut slot: FxHashMap<u32, usize> = FxHashMap::default();

@@ -182,6 +182,7 @@ pub fn run(
                 exclude: &[],
                 exclude_purchased: false,
                 ordering: None,
+                candidates: None,
             })?;
             ranking_ms.push(t.elapsed().as_secs_f64() * 1e3);
             cands += ans.candidates;

@@ -514,6 +514,35 @@ patience = 20
     let exported = d.join("models").join("tiny");
     recforge::export::export_ranking(&run_dir.join("ranking-tiny"), &exported).unwrap();
     assert!(recforge_infer::rank::bundle::RankingBundle::load(&exported).is_ok());
+    // Refreshing the bundle's state on the same rows and day gives it bit
+    // for bit; on every row it serves the day after the data, with
+    // fresher statistics and the same models and trees.
+    let day = recforge_infer::rank::bundle::RankingBundle::load(&exported)
+        .unwrap()
+        .manifest
+        .clone();
+    let same = recforge::export::refresh_ranking(
+        &exported,
+        &run_dir.join("cache"),
+        Some(day.day),
+        &d.join("models").join("same"),
+    )
+    .unwrap();
+    assert_eq!(same.state_sha256, day.state_sha256);
+    assert_eq!(same.second, day.second);
+    let fresh = recforge::export::refresh_ranking(
+        &exported,
+        &run_dir.join("cache"),
+        None,
+        &d.join("models").join("fresh"),
+    )
+    .unwrap();
+    assert_eq!(fresh.day, recforge::data::split::last_day(&ds).unwrap() + 1);
+    assert_ne!(fresh.state_sha256, day.state_sha256);
+    assert_eq!(fresh.ranker_sha256, day.ranker_sha256);
+    assert!(
+        recforge_infer::rank::bundle::RankingBundle::load(&d.join("models").join("fresh")).is_ok()
+    );
     let bad = d.join("state");
     assert!(recforge::export::export_ranking(&bad, &d.join("models").join("bad")).is_err());
     assert!(!d.join("models").join("bad").exists());

@@ -54,6 +54,59 @@ pub fn export_ranking(
     Ok(bundle.manifest)
 }
 
+/// Refits a ranking bundle's candidate sources and feature statistics on
+/// `data` as of `day` (default: the day after the data ends), keeping its
+/// models, second stage, objective and sizes, and writes the result to
+/// `out`: fresher popularity, co-purchase and article statistics without
+/// retraining anything. Refitting on the bundle's own rows and day gives
+/// its state bit for bit (tested).
+pub fn refresh_ranking(
+    dir: &Path,
+    data: &Path,
+    day: Option<i64>,
+    out: &Path,
+) -> Result<recforge_infer::rank::bundle::RankingManifest> {
+    use recforge_infer::rank::bundle::{self, RankingBundle, SecondStageSpec};
+    let old = RankingBundle::load(dir)?;
+    let m = &old.manifest;
+    let ds = serve::load_data(data)?;
+    let day = match day {
+        Some(d) => d,
+        None => crate::data::split::last_day(&ds).map_or(0, |d| d + 1),
+    };
+    let (ranker_dir, retrieval_dir) = (dir.join(bundle::RANKER), dir.join(bundle::RETRIEVAL));
+    let set = crate::rank::RankSettings {
+        candidates: &m.candidates,
+        retrieval: m.retrieval_sha256.as_ref().map(|_| retrieval_dir.as_path()),
+        ranker: &ranker_dir,
+        objective: m.objective,
+        alpha: m.alpha,
+        second: None,
+        bundle: None,
+    };
+    let ranker = crate::rank::Ranker::new(&ds, day, &set)?;
+    let trees_path = dir.join(bundle::TREES);
+    let text = match &m.second {
+        SecondStageSpec::Trees { .. } => {
+            Some(std::fs::read_to_string(&trees_path).map_err(|e| Error::io(&trees_path, e))?)
+        }
+        _ => None,
+    };
+    let served = crate::rank::ServedStage {
+        trees: match &m.second {
+            SecondStageSpec::Trees { negative_rate, .. } => {
+                text.as_deref().map(|t| (t, *negative_rate))
+            }
+            _ => None,
+        },
+        blender: match &m.second {
+            SecondStageSpec::Blender { blender } => Some(blender),
+            _ => None,
+        },
+    };
+    ranker.write_bundle(out, &set, served, m.validation.clone())
+}
+
 /// Copies the files under `from` into `to` (directories recreated).
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;

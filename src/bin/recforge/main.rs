@@ -51,6 +51,9 @@ enum Cmd {
     /// Export a run's selected model as a bundle for the inference crate
     /// (model.safetensors + manifest.json; format in models/README.md).
     Export(cli::train::ExportArgs),
+    /// Refit a ranking bundle's candidate sources and feature statistics on
+    /// a newer log, keeping its models and second stage (no retraining).
+    Refresh(cli::train::RefreshArgs),
     /// Candidate sources on the last week of a dataset: per-source and
     /// union recall of the week's purchases, and candidates per customer.
     Candidates(cli::evaluate::CandidatesArgs),
@@ -85,6 +88,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Compare(a) => cli::evaluate::compare(a),
         Cmd::Train(a) => cli::train::train(a),
         Cmd::Export(a) => cli::train::export(a),
+        Cmd::Refresh(a) => cli::train::refresh(a),
         Cmd::Run(a) => cli::run::run(a),
         Cmd::Submit(a) => cli::submit::submit(a),
         Cmd::CheckSubmission(a) => cli::submit::check(a),

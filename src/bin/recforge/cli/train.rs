@@ -68,6 +68,35 @@ pub struct ExportArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+pub struct RefreshArgs {
+    /// The ranking bundle to refresh (e.g. runs/NAME/ranking-REPORT-refit).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The newer log (raw H&M files or a prepared cache) with the same
+    /// article ids.
+    #[arg(long)]
+    data: PathBuf,
+    /// Serve as of this day (default: the day after the data ends).
+    #[arg(long)]
+    day: Option<i64>,
+    /// Where to write the refreshed bundle (replaced atomically).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn refresh(a: RefreshArgs) -> Result<()> {
+    let m = recforge::export::refresh_ranking(&a.bundle, &a.data, a.day, &a.out)?;
+    println!(
+        "refreshed ranking bundle: day {} (rows up to day {}), {} articles, models and second stage kept; written to {}",
+        m.day,
+        m.last_day,
+        m.articles,
+        a.out.display()
+    );
+    Ok(())
+}
+
 pub fn export(a: ExportArgs) -> Result<()> {
     use recforge_infer::rank::bundle::SecondStageSpec;
     if recforge_infer::rank::bundle::is_ranking(&a.run_dir) {

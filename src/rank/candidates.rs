@@ -55,11 +55,6 @@ impl Generator {
         (self.sources, self.fitted)
     }
 
-    /// The fitted sources, as serving holds them.
-    pub fn sources(&self) -> &CandidateSources {
-        &self.sources
-    }
-
     /// The baselines fitted on the sources' history (popular lists, every
     /// customer's purchases).
     pub fn fitted(&self) -> &Fitted {

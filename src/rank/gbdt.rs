@@ -431,8 +431,6 @@ fn save(booster: &Booster, rounds: u32) -> Result<String> {
     Ok(text.to_string_lossy().into_owned())
 }
 
-pub use recforge_infer::rank::second::tree_score as score;
-
 #[cfg(test)]
 mod tests {
     use super::*;

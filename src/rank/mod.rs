@@ -38,7 +38,7 @@ use crate::eval::report::Table;
 use crate::eval::{Accumulator, Metrics, Targets};
 use crate::export::serve::{Server, UserCodes};
 use crate::rank::blend::{BlendConfig, Blender};
-use crate::rank::candidates::{Candidate, CandidateConfig, Generator, List};
+use crate::rank::candidates::{CandidateConfig, Generator, List};
 use crate::rank::features::{Context, Feature, Group, Row};
 use crate::rank::gbdt::{RowSet, TreeConfig, TreeObjective};
 use crate::util::rng::Rng;
@@ -64,7 +64,6 @@ pub struct Ranker {
     fitted: Fitted,
     /// The two-tower model's customer codes.
     user_codes: Option<UserCodes>,
-    day: i64,
 }
 
 pub use recforge_infer::rank::engine::Prepared;
@@ -111,7 +110,6 @@ impl Ranker {
             fitted,
             user_codes,
             past,
-            day,
         })
     }
 
@@ -180,7 +178,9 @@ impl Ranker {
         let customers: Vec<RankCustomer> = users
             .iter()
             .zip(&codes)
-            .map(|(&u, c)| crate::export::serve::customer(&self.past, hist, u, self.day, c))
+            .map(|(&u, c)| {
+                crate::export::serve::customer(&self.past, hist, u, self.engine.day(), c)
+            })
             .collect();
         Ok(self.engine.prepare(&customers, if full { K } else { 0 })?)
     }
@@ -190,20 +190,7 @@ impl Ranker {
     /// query: a customer without history keeps the candidates' own order
     /// (popularity first) under them; the trees score every customer.
     pub fn order(&self, p: &Prepared, scorer: Scorer) -> Vec<u32> {
-        self.order_rows(&p.candidates, &p.rows, p.has_query, scorer)
-    }
-
-    /// [`Ranker::order`] over candidates and their rows held apart.
-    fn order_rows(
-        &self,
-        candidates: &[Candidate],
-        rows: &[Row],
-        has_query: bool,
-        scorer: Scorer,
-    ) -> Vec<u32> {
-        self.engine
-            .ordering
-            .order(candidates, rows, has_query, scorer)
+        self.engine.order(p, scorer)
     }
 
     /// The candidate rows of `targets`' customers, labelled bought or not:
@@ -595,7 +582,9 @@ fn fit_second_stage(
             .zip(&starts)
             .map(|(p, &s)| {
                 let rows = &valid_rows[s..s + p.candidates.len()];
-                vr.order_rows(&p.candidates, rows, p.has_query, scorer)
+                vr.engine
+                    .ordering
+                    .order(&p.candidates, rows, p.has_query, scorer)
             })
             .collect();
         let mut acc = Accumulator::new(K, n_items);

@@ -215,6 +215,33 @@ pub struct Bundle {
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
+/// Parses manifest `name` (`text`) as a `T` of `format` version `version`,
+/// reading the version first: a newer format may hold values (a new
+/// activation, say) this reader's types cannot name. The error is the
+/// message for a bundle error; `what` is what the file should be.
+pub(crate) fn read_manifest<T: serde::de::DeserializeOwned>(
+    text: &[u8],
+    name: &str,
+    what: &str,
+    format: &str,
+    version: u32,
+) -> std::result::Result<T, String> {
+    #[derive(Deserialize)]
+    struct Version {
+        format: String,
+        format_version: u32,
+    }
+    let v: Version =
+        serde_json::from_slice(text).map_err(|e| format!("{name} is not {what}: {e}"))?;
+    if v.format != format || v.format_version != version {
+        return Err(format!(
+            "{name} is format `{}` version {}; this reader reads `{format}` version {version}",
+            v.format, v.format_version
+        ));
+    }
+    serde_json::from_slice(text).map_err(|e| format!("{name} is not {what}: {e}"))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -233,23 +260,14 @@ impl Bundle {
             path: mpath.clone(),
             source: e,
         })?;
-        // The version first: a newer format may hold values (a new
-        // activation, say) this reader's types cannot name.
-        #[derive(Deserialize)]
-        struct Version {
-            format: String,
-            format_version: u32,
-        }
-        let v: Version = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("{MANIFEST} is not a valid manifest: {e}")))?;
-        if v.format != FORMAT || v.format_version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "{MANIFEST} is format `{}` version {}; this reader reads `{FORMAT}` version {FORMAT_VERSION}",
-                v.format, v.format_version
-            )));
-        }
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("{MANIFEST} is not a valid manifest: {e}")))?;
+        let manifest: Manifest = read_manifest(
+            text.as_bytes(),
+            MANIFEST,
+            "a valid manifest",
+            FORMAT,
+            FORMAT_VERSION,
+        )
+        .map_err(bad)?;
         let wpath = dir.join(&manifest.weights);
         let bytes = std::fs::read(&wpath).map_err(|e| Error::Io {
             path: wpath.clone(),

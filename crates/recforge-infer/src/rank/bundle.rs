@@ -30,7 +30,7 @@ use super::engine::{ArticleEngine, RankCustomer, RankingEngine};
 use super::features::{Context, Feature};
 use super::second::{Ordering, Ranked, Scorer};
 use super::sources::{CandidateConfig, CandidateSources};
-use crate::bundle::{ModelKind, sha256_hex};
+use crate::bundle::{ModelKind, read_manifest, sha256_hex};
 use crate::engine::Purchase;
 use crate::trees::Trees;
 use crate::{Bundle, Error, Objective, Result};
@@ -288,21 +288,14 @@ impl RankingBundle {
             std::fs::read(&path).map_err(|source| Error::Io { path, source })
         };
         let text = read(MANIFEST)?;
-        #[derive(Deserialize)]
-        struct Version {
-            format: String,
-            format_version: u32,
-        }
-        let v: Version = serde_json::from_slice(&text)
-            .map_err(|e| bad(format!("{MANIFEST} is not a ranking manifest: {e}")))?;
-        if v.format != FORMAT || v.format_version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "{MANIFEST} is format `{}` version {}; this reader reads `{FORMAT}` version {FORMAT_VERSION}",
-                v.format, v.format_version
-            )));
-        }
-        let manifest: RankingManifest = serde_json::from_slice(&text)
-            .map_err(|e| bad(format!("{MANIFEST} is not a ranking manifest: {e}")))?;
+        let manifest: RankingManifest = read_manifest(
+            &text,
+            MANIFEST,
+            "a ranking manifest",
+            FORMAT,
+            FORMAT_VERSION,
+        )
+        .map_err(bad)?;
         let want = feature_names();
         if manifest.features != want {
             let first = manifest
@@ -538,13 +531,8 @@ impl RankingBundle {
         }
         excluded.sort_unstable();
         let snap = self.engine.ranker.engine.pool.snapshot();
-        let ranker = &self.engine.ranker;
         let allowed = |item: u32| {
-            excluded.binary_search(&item).is_err()
-                && ranker
-                    .item_of
-                    .get(item as usize)
-                    .is_some_and(|&p| p != u32::MAX && snap.is_available(p))
+            excluded.binary_search(&item).is_err() && self.engine.ranker.sells(&snap, item)
         };
         let ordering = req.ordering.unwrap_or(&self.engine.ordering);
         let ranked: Vec<Ranked> = ordering.ranked(

@@ -15,7 +15,7 @@ use super::features::{self, Context, ModelScores, Row};
 use super::second::{Ordering, Scorer};
 use super::sources::{CandidateConfig, CandidateSources, List, ModelLists};
 use crate::engine::{Catalogue, Customer, Engine, Model};
-use crate::{Bundle, Result};
+use crate::{Bundle, PoolSnapshot, Result};
 
 /// A model bundle served on a list of articles: its engine, and the
 /// translation between the list's indices (item ids) and its pool ids.
@@ -66,6 +66,13 @@ impl ArticleEngine {
             return None;
         }
         self.engine.item_vector(p)
+    }
+
+    /// Whether `item` is in this engine's pool and sold now, in `snap`.
+    pub fn sells(&self, snap: &PoolSnapshot, item: u32) -> bool {
+        self.item_of
+            .get(item as usize)
+            .is_some_and(|&p| p != u32::MAX && snap.is_available(p))
     }
 
     /// The top `k` available items for each query (empty where there is
@@ -244,12 +251,6 @@ impl RankingEngine {
             None => (None, None),
         };
         let snap = self.ranker.engine.pool.snapshot();
-        let available = |item: u32| {
-            self.ranker
-                .item_of
-                .get(item as usize)
-                .is_some_and(|&p| p != u32::MAX && snap.is_available(p))
-        };
         Ok(customers
             .par_iter()
             .enumerate()
@@ -260,7 +261,7 @@ impl RankingEngine {
                     sasrec: Some(own_sasrec),
                 };
                 let mut candidates = self.sources.candidates_sized(&c.history, models, cfg);
-                candidates.retain(|cand| available(cand.item));
+                candidates.retain(|cand| self.ranker.sells(&snap, cand.item));
                 let seeds = self.sources.seeds(c.history.items);
                 let view = self
                     .context
@@ -297,12 +298,7 @@ impl RankingEngine {
     /// padded with popular articles the live pool still sells.
     pub fn order(&self, p: &Prepared, scorer: Scorer) -> Vec<u32> {
         let snap = self.ranker.engine.pool.snapshot();
-        let available = |item: u32| {
-            self.ranker
-                .item_of
-                .get(item as usize)
-                .is_some_and(|&p| p != u32::MAX && snap.is_available(p))
-        };
+        let available = |item: u32| self.ranker.sells(&snap, item);
         self.ordering
             .order_available(&p.candidates, &p.rows, p.has_query, scorer, &available)
     }

@@ -95,30 +95,8 @@ share = 0.5
         .http_status_as_error(false)
         .build()
         .into();
-    let url = format!("http://{}/v1/shop/recommend", server.addr);
-    for (c, want) in served {
-        let body = serde_json::json!({"customer_id": c, "k": 12}).to_string();
-        let mut resp = agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(body.as_bytes())
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let v: serde_json::Value =
-            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-        assert_eq!(v["source"], "ranking", "{v}");
-        assert!(v["candidates"].as_u64().unwrap() > 0, "{v}");
-        let got: Vec<&str> = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["article_id"].as_str().unwrap())
-            .collect();
-        assert_eq!(&got, want, "customer {c}");
-    }
-    // A client's smaller candidate sizes shrink its candidate lists; sizes
-    // beyond what the bundle was fitted with are refused at load.
-    let count = |tenant: &str, c: &str| -> u64 {
+    // One recommendation for customer `c` from `tenant`: (status, body).
+    let ask = |tenant: &str, c: &str| -> (u16, serde_json::Value) {
         let url = format!("http://{}/v1/{tenant}/recommend", server.addr);
         let body = serde_json::json!({"customer_id": c, "k": 12}).to_string();
         let mut resp = agent
@@ -126,8 +104,28 @@ share = 0.5
             .header("content-type", "application/json")
             .send(body.as_bytes())
             .unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        (resp.status().as_u16(), serde_json::from_str(&text).unwrap())
+    };
+    let articles = |v: &serde_json::Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["article_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (c, want) in served {
+        let (status, v) = ask("shop", c);
+        assert_eq!(status, 200);
+        assert_eq!(v["source"], "ranking", "{v}");
+        assert!(v["candidates"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(&articles(&v), want, "customer {c}");
+    }
+    // A client's smaller candidate sizes shrink its candidate lists; sizes
+    // beyond what the bundle was fitted with are refused at load.
+    let count = |tenant: &str, c: &str| -> u64 {
+        let (_, v) = ask(tenant, c);
         assert_eq!(v["items"].as_array().unwrap().len(), 12, "{v}");
         v["candidates"].as_u64().unwrap()
     };
@@ -151,29 +149,15 @@ share = 0.5
     assert!(err.contains("candidates.sasrec: 100000"), "{err}");
     // Each variant answers with its own system: the ranking bundle's lists
     // in variant a, the single model's in b.
-    let mix = format!("http://{}/v1/mix/recommend", server.addr);
     let mut seen = std::collections::HashMap::new();
     for (c, want) in served {
-        let body = serde_json::json!({"customer_id": c, "k": 12}).to_string();
-        let mut resp = agent
-            .post(&mix)
-            .header("content-type", "application/json")
-            .send(body.as_bytes())
-            .unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        let (_, v) = ask("mix", c);
         let variant = v["variant"].as_str().unwrap().to_string();
         let source = v["source"].as_str().unwrap().to_string();
         match variant.as_str() {
             "a" => {
                 assert_eq!(source, "ranking", "{v}");
-                let got: Vec<&str> = v["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x["article_id"].as_str().unwrap())
-                    .collect();
-                assert_eq!(&got, want, "customer {c}");
+                assert_eq!(&articles(&v), want, "customer {c}");
             }
             _ => assert!(source == "model" || source == "cold-start", "{v}"),
         }
@@ -247,7 +231,12 @@ fn damaged_bundles_are_refused(bundle: &Path, scratch: &Path) {
     );
     let d = copy("ranker-weights");
     flip(&d.join("ranker").join("model.safetensors"));
-    assert!(refused(&d).contains("ranker"), "{}", refused(&d));
+    // The copy's own name holds "ranker": the message must name the file.
+    assert!(
+        refused(&d).contains("model.safetensors has SHA-256"),
+        "{}",
+        refused(&d)
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -501,16 +501,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_query_alone_gets_the_bits_it_gets_in_a_batch() {
-        let (d, n, nq) = (64, 3000, 3 * SINGLE_BELOW);
-        let mut x = 0x51ed_2701u64;
-        let mut next = || {
+    /// Continuous values in [-0.5, 0.5) from an xorshift stream of `seed`.
+    fn continuous(mut x: u64) -> impl FnMut() -> f32 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             (x >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-        };
+        }
+    }
+
+    #[test]
+    fn a_query_alone_gets_the_bits_it_gets_in_a_batch() {
+        let (d, n, nq) = (64, 3000, 3 * SINGLE_BELOW);
+        let mut next = continuous(0x51ed_2701u64);
         let items: Vec<f32> = (0..n * d).map(|_| next()).collect();
         let queries: Vec<f32> = (0..nq * d).map(|_| next()).collect();
         let index = ItemIndex::new(d, (0..n as u32).collect(), items).unwrap();
@@ -531,13 +535,7 @@ mod tests {
         // Continuous values at d = 64 (where int8 bounds are tight, so the
         // pruning really prunes), k from 1 to 100, with exclusions.
         let (d, n) = (64, 3000);
-        let mut x = 0x9e37_79b9u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-        };
+        let mut next = continuous(0x9e37_79b9u64);
         let items: Vec<f32> = (0..n * d).map(|_| next()).collect();
         let index = ItemIndex::new(d, (0..n as u32).collect(), items.clone()).unwrap();
         for (t, k) in [1, 12, 100].into_iter().enumerate() {

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod nn;
 pub mod pool;
 mod quant;
+mod quickscorer;
 pub mod rank;
 pub mod retrieve;
 pub mod sasrec;

@@ -12,6 +12,7 @@
 
 use std::path::Path;
 
+use crate::quickscorer::{Quick, Split};
 use crate::{Error, Result};
 
 /// What a model's raw score means.
@@ -130,6 +131,15 @@ impl Tree {
 /// Rows walked through a tree side by side.
 const LANES: usize = 8;
 
+/// How a row's trees are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeEval {
+    /// QuickScorer: every split listed per feature in threshold order.
+    Quick,
+    /// Each tree walked from its root (eight rows side by side).
+    Walk,
+}
+
 /// A boosted ensemble: the sum of its trees' leaves is the raw score.
 #[derive(Debug, Clone)]
 pub struct Trees {
@@ -137,6 +147,10 @@ pub struct Trees {
     /// The features' names, in column order (what the trainer named them).
     pub feature_names: Vec<String>,
     trees: Vec<Tree>,
+    /// The same trees laid out for QuickScorer, which every evaluation
+    /// uses when it can serve them (no zero-as-missing split, no tree over
+    /// 64 leaves); the walk below is the fallback.
+    quick: Option<Quick>,
 }
 
 impl Trees {
@@ -215,10 +229,12 @@ impl Trees {
         if trees.is_empty() {
             return Err("no trees (missing `Tree=` blocks or `end of trees`)".into());
         }
+        let quick = quick(&trees, feature_names.len());
         Ok(Trees {
             objective,
             feature_names,
             trees,
+            quick,
         })
     }
 
@@ -230,12 +246,35 @@ impl Trees {
         self.trees.len()
     }
 
+    /// Leaves over all trees.
+    pub fn n_leaves(&self) -> usize {
+        self.trees.iter().map(|t| t.leaf.len()).sum()
+    }
+
+    /// Whether evaluations use QuickScorer (else the walk).
+    pub fn is_quick(&self) -> bool {
+        self.quick.is_some()
+    }
+
     /// The raw scores of many rows (`x` holds them one after another, each
-    /// `n_features()` wide), one tree at a time over all rows, so a tree's
-    /// nodes stay in cache while every row walks it. Each row's trees are
-    /// summed in the same order as [`raw`](Self::raw), so the scores are
-    /// the same bits.
+    /// `n_features()` wide): by QuickScorer row by row, or (the fallback)
+    /// one tree at a time over all rows, so a tree's nodes stay in cache
+    /// while every row walks it. Either way each row's trees are summed in
+    /// the same order as [`raw`](Self::raw), so the scores are the same
+    /// bits.
     pub fn raw_many(&self, x: &[f32]) -> Result<Vec<f64>> {
+        let how = if self.quick.is_some() {
+            TreeEval::Quick
+        } else {
+            TreeEval::Walk
+        };
+        self.raw_many_by(x, how)
+    }
+
+    /// [`raw_many`](Self::raw_many) by a chosen evaluation (benchmarks set
+    /// them side by side); QuickScorer falls back to the walk for trees it
+    /// cannot serve.
+    pub fn raw_many_by(&self, x: &[f32], how: TreeEval) -> Result<Vec<f64>> {
         let nf = self.n_features();
         if nf == 0 || !x.len().is_multiple_of(nf) {
             return Err(Error::Shape {
@@ -243,6 +282,10 @@ impl Trees {
                 expected: x.len().div_ceil(nf.max(1)) * nf,
                 got: x.len(),
             });
+        }
+        if let (TreeEval::Quick, Some(q)) = (how, &self.quick) {
+            let mut live = Vec::new();
+            return Ok(x.chunks_exact(nf).map(|r| q.raw(r, &mut live)).collect());
         }
         let mut out = vec![0f64; x.len() / nf];
         let rows: Vec<&[f32]> = x.chunks_exact(nf).collect();
@@ -263,8 +306,39 @@ impl Trees {
                 got: x.len(),
             });
         }
-        Ok(self.trees.iter().fold(0.0, |s, t| s + t.eval(x)))
+        match &self.quick {
+            Some(q) => Ok(q.raw(x, &mut Vec::new())),
+            None => Ok(self.walk(x)),
+        }
     }
+
+    /// The raw score by walking every tree from its root.
+    fn walk(&self, x: &[f32]) -> f64 {
+        self.trees.iter().fold(0.0, |s, t| s + t.eval(x))
+    }
+}
+
+/// The QuickScorer layout of `trees`, when it can serve them.
+fn quick(trees: &[Tree], n_features: usize) -> Option<Quick> {
+    let mut splits = Vec::with_capacity(trees.len());
+    for t in trees {
+        let mut nodes = Vec::with_capacity(t.nodes.len());
+        for n in &t.nodes {
+            // A zero-as-missing split sends values near zero its default
+            // way whatever the threshold: not a threshold order.
+            if n.flags & ZERO_DEFAULT != 0 {
+                return None;
+            }
+            nodes.push(Split {
+                feature: n.feature,
+                threshold: n.threshold,
+                children: n.children,
+                nan_left: (n.flags & NAN_DEFAULT != 0).then_some(n.flags & DEFAULT_LEFT != 0),
+            });
+        }
+        splits.push((nodes, t.leaf.as_slice()));
+    }
+    Quick::new(n_features, &splits)
 }
 
 fn parse_objective(s: &str) -> std::result::Result<TreeObjective, String> {
@@ -507,6 +581,100 @@ b=1
             assert_eq!(t.raw(row).unwrap().to_bits(), got.to_bits(), "{row:?}");
         }
         assert!(t.raw_many(&rows[..3]).is_err());
+    }
+
+    /// A random tree of `leaves` leaves over `nf` features: splits numbered
+    /// in preorder (children after parents, as LightGBM writes them), leaf
+    /// numbers shuffled, thresholds on values the rows also take (ties) and
+    /// on f64 values no f32 equals.
+    fn random_tree(seed: &mut u64, leaves: usize, nf: usize) -> Tree {
+        let mut next = move || {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (*seed >> 33) as usize
+        };
+        const THRESHOLDS: [f64; 7] = [-1.0, 0.0, 0.1, 0.5, 1.0, 2.0, 1e-36];
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut leaf_no: Vec<i32> = (0..leaves as i32).collect();
+        for k in (1..leaf_no.len()).rev() {
+            leaf_no.swap(k, next() % (k + 1));
+        }
+        let mut leaf_next = 0;
+        fn build(
+            nodes: &mut Vec<Node>,
+            leaves: usize,
+            next: &mut dyn FnMut() -> usize,
+            leaf_no: &[i32],
+            leaf_next: &mut usize,
+            nf: usize,
+        ) -> i32 {
+            if leaves == 1 {
+                *leaf_next += 1;
+                return !leaf_no[*leaf_next - 1];
+            }
+            let me = nodes.len();
+            let flags = [0, DEFAULT_LEFT, NAN_DEFAULT, NAN_DEFAULT | DEFAULT_LEFT][next() % 4];
+            nodes.push(Node {
+                threshold: THRESHOLDS[next() % THRESHOLDS.len()],
+                feature: (next() % nf) as u32,
+                children: [0, 0],
+                flags,
+            });
+            let left_leaves = 1 + next() % (leaves - 1);
+            let left = build(nodes, left_leaves, next, leaf_no, leaf_next, nf);
+            let right = build(nodes, leaves - left_leaves, next, leaf_no, leaf_next, nf);
+            nodes[me].children = [right, left];
+            me as i32
+        }
+        build(&mut nodes, leaves, &mut next, &leaf_no, &mut leaf_next, nf);
+        let leaf = (0..leaves)
+            .map(|l| (l as f64 + 1.0) * 0.001 + l as f64 * 1e-9)
+            .collect();
+        Tree { nodes, leaf }
+    }
+
+    #[test]
+    fn quickscorer_gives_the_walks_bits_on_random_ensembles() {
+        let nf = 5;
+        let mut seed = 7u64;
+        for round in 0..20 {
+            let trees: Vec<Tree> = (0..30)
+                .map(|t| random_tree(&mut seed, 1 + (t * 7 + round) % 64, nf))
+                .collect();
+            let q = quick(&trees, nf).expect("servable by QuickScorer");
+            let model = Trees {
+                objective: TreeObjective::LambdaRank,
+                feature_names: (0..nf).map(|f| format!("f{f}")).collect(),
+                trees,
+                quick: None,
+            };
+            const VALUES: [f32; 9] = [f32::NAN, -1.0, 0.0, -0.0, 0.1, 0.5, 1.0, 2.0, 3.0];
+            let mut live = Vec::new();
+            for r in 0..200u64 {
+                let mut h = r.wrapping_mul(0x9E3779B97F4A7C15) ^ seed;
+                let row: Vec<f32> = (0..nf)
+                    .map(|_| {
+                        h = h.rotate_left(9).wrapping_mul(0x2545F4914F6CDD1D);
+                        VALUES[(h >> 40) as usize % VALUES.len()]
+                    })
+                    .collect();
+                assert_eq!(
+                    q.raw(&row, &mut live).to_bits(),
+                    model.walk(&row).to_bits(),
+                    "round {round}, row {row:?}"
+                );
+            }
+        }
+        // Over 64 leaves, or a zero-as-missing split: the walk serves.
+        let big = vec![random_tree(&mut seed, 65, nf)];
+        assert!(quick(&big, nf).is_none());
+        let mut zero = vec![random_tree(&mut seed, 4, nf)];
+        zero[0].nodes[0].flags = ZERO_DEFAULT;
+        assert!(quick(&zero, nf).is_none());
+        let mut nan = vec![random_tree(&mut seed, 4, nf)];
+        nan[0].nodes[0].threshold = f64::NAN;
+        assert!(quick(&nan, nf).is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod commands;
 mod report;
 mod steps;
 
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -678,7 +679,10 @@ fn submission(
     ranker.write_bundle(bundle, settings, served, None)?;
     let check = crate::submit::file::write(ds, path, 8192, |chunk| {
         let prepared = ranker.prepare(chunk, false)?;
-        Ok(prepared.iter().map(|p| ranker.order(p, order)).collect())
+        Ok(prepared
+            .par_iter()
+            .map(|p| ranker.order(p, order))
+            .collect())
     })?;
     Ok(check.rows)
 }

@@ -78,7 +78,13 @@ pub fn run(
     let what = if ranking {
         // The whole ranking system on a synthetic log of `customers`
         // customers; every customer with a purchase is requested.
-        let built = crate::bench::ranking::build(customers, items, 182, &dir.path().join("build"))?;
+        let built = crate::bench::ranking::build(
+            customers,
+            items,
+            182,
+            crate::bench::ranking::FULL_RUN_ROUNDS,
+            &dir.path().join("build"),
+        )?;
         std::fs::create_dir_all(&models)?;
         std::fs::rename(&built.bundle, models.join("hm"))?;
         let serving = dir.path().join("serving");

@@ -116,6 +116,10 @@ pub enum BenchCmd {
         /// Customers of the batch run.
         #[arg(long, default_value_t = 32_768)]
         batch: usize,
+        /// Boosting rounds of the bundle's trees (the full-size run's
+        /// served lambdarank model early-stopped at 155).
+        #[arg(long, default_value_t = crate::bench::ranking::FULL_RUN_ROUNDS)]
+        rounds: u32,
         /// Markdown table to write.
         #[arg(long, default_value = "benches/results/ranking.md")]
         out: PathBuf,
@@ -212,8 +216,9 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             days,
             latency,
             batch,
+            rounds,
             out,
-        } => crate::bench::ranking::run(customers, articles, days, latency, batch, &out),
+        } => crate::bench::ranking::run(customers, articles, days, latency, batch, rounds, &out),
         BenchCmd::Http {
             items,
             customers,

@@ -8,7 +8,8 @@
 //! a random-init SASRec (the speed of a forward pass does not depend on its
 //! weights), the candidate sources and feature statistics fitted on the
 //! rows before the last week, and LightGBM lambdarank trees trained on
-//! that week's candidates (100 rounds), so every stage does its real work.
+//! that week's candidates (as many rounds as the full-size run's served
+//! model), so every stage does its real work.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,11 +24,16 @@ use recforge::rank::gbdt::{self, TreeConfig, TreeObjective};
 use recforge::rank::{Objective, RankSettings, Ranker, ServedStage};
 use recforge::submit::ranking::Translation;
 use recforge_infer::engine::Purchase;
-use recforge_infer::rank::bundle::{RankingBundle, Request};
+use recforge_infer::rank::bundle::{RankingBundle, Request, Served};
+use recforge_infer::trees::TreeEval;
 
 use crate::bench::serve::{percentile, random_sasrec_over};
 
 const CUSTOMERS: f64 = 1_371_980.0;
+
+/// Rounds of the lambdarank trees the full-size run served
+/// (`experiments/results/hm_full/results.md`).
+pub const FULL_RUN_ROUNDS: u32 = 155;
 
 /// The candidate sizes: about 200 distinct candidates per customer.
 fn sizes() -> CandidateConfig {
@@ -56,9 +62,15 @@ pub struct Built {
 
 /// Generates the log into `dir`, exports a random-init SASRec over its
 /// articles, fits the sources and features as of the last week's first
-/// day, trains 100 rounds of lambdarank trees on the week before it, and
-/// writes the ranking bundle.
-pub fn build(customers: usize, articles: usize, days: u32, dir: &Path) -> Result<Built> {
+/// day, trains `rounds` rounds of lambdarank trees on the week before it,
+/// and writes the ranking bundle.
+pub fn build(
+    customers: usize,
+    articles: usize,
+    days: u32,
+    rounds: u32,
+    dir: &Path,
+) -> Result<Built> {
     let raw = dir.join("raw");
     eprintln!("generating {customers} customers, {articles} articles, {days} days ...");
     let synth = recforge::ingest::synth::SynthConfig {
@@ -95,7 +107,7 @@ pub fn build(customers: usize, articles: usize, days: u32, dir: &Path) -> Result
         &rows.trees,
         &TreeConfig::default(),
         TreeObjective::Lambdarank,
-        100,
+        rounds,
         1,
     )?;
     drop(ranker);
@@ -124,6 +136,7 @@ pub fn run(
     days: u32,
     latency: usize,
     batch: usize,
+    rounds: u32,
     out: &Path,
 ) -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -134,7 +147,7 @@ pub fn run(
         sasrec,
         rows: n_rows,
         seconds: build_s,
-    } = build(customers, articles, days, dir.path())?;
+    } = build(customers, articles, days, rounds, dir.path())?;
     let cfg = sizes();
     let t = Instant::now();
     let b = RankingBundle::load(&bundle_dir)?;
@@ -204,17 +217,26 @@ pub fn run(
     // The trees alone, on the same customers' prepared rows (one thread).
     let tr = Translation::new(&b, &ds);
     let prepared = one.install(|| tr.prepare(&b, &ds, &hist, &picked))?;
-    let scorer = b.served.scorer();
-    let mut tree_ms = f64::INFINITY;
+    let Served::Trees(trees, _) = &b.served else {
+        anyhow::bail!("the bench bundle serves trees")
+    };
+    ensure!(trees.is_quick(), "the bench trees fall back to the walk");
+    // Both evaluations on the same rows, alternating, best of three each.
+    let mut tree_ms = [f64::INFINITY; 2];
     for _ in 0..3 {
-        let t = Instant::now();
-        one.install(|| {
-            for p in &prepared {
-                std::hint::black_box(scorer.scores(&p.rows));
-            }
-        });
-        tree_ms = tree_ms.min(t.elapsed().as_secs_f64() * 1e3 / prepared.len() as f64);
+        for (k, how) in [TreeEval::Quick, TreeEval::Walk].into_iter().enumerate() {
+            let t = Instant::now();
+            one.install(|| -> Result<()> {
+                for p in &prepared {
+                    std::hint::black_box(trees.raw_many_by(p.rows.as_flattened(), how)?);
+                }
+                Ok(())
+            })?;
+            tree_ms[k] = tree_ms[k].min(t.elapsed().as_secs_f64() * 1e3 / prepared.len() as f64);
+        }
     }
+    let leaves = trees.n_leaves() as f64 / trees.n_trees() as f64;
+    let n_trees = trees.n_trees();
 
     // Batch: the submission path for the first `batch` customers.
     let users: Vec<u32> = (1..ds.users.len() as u32).take(batch).collect();
@@ -255,17 +277,19 @@ pub fn run(
 `recforge bench ranking --customers {customers} --articles {articles} --days {days}` ({profile}, {cores} cores). \
 A synthetic log ({} rows); a ranking bundle built on it as of its last week's first day: a random-init SASRec \
 (d = 64, 2 layers, 2 heads, d_ff 256, history length 50) over all {} articles, candidate sources sized {} \
-(mean {mean_cands:.1} distinct candidates per customer), 45 features, LightGBM lambdarank trees of 100 rounds trained \
-on the week before. Built in {build_s:.1} s; loaded and checked in {load_s:.2} s. The single-model rows serve the same \
-SASRec bundle's top 12 over the whole catalogue.\n\n\
+(mean {mean_cands:.1} distinct candidates per customer), 45 features, LightGBM lambdarank trees of {n_trees} rounds \
+(mean {leaves:.1} leaves per tree) trained on the week before. Built in {build_s:.1} s; loaded and checked in {load_s:.2} s. The single-model rows serve the same \
+SASRec bundle's top 12 over the whole catalogue. The bundle has no two-tower model (its 50 candidates go to SASRec \
+here); serving one adds a second query and top-K search per customer, which the one-model row bounds.\n\n\
 ## Single customer, one thread ({} customers with history, each path in its own loop)\n\n\
 | path | p50 ms | p99 ms |\n|---|---:|---:|\n\
 | ranking bundle (candidates → features → trees) | {r50:.3} | {r99:.3} |\n\
 | one model's top 12 | {m50:.3} | {m99:.3} |\n\
 | ranking / one model | {:.1}x | {:.1}x |\n\n\
-Of the ranking bundle's time per customer, the trees alone take {tree_ms:.3} ms (best of three passes over the same \
-customers' prepared rows, one thread).\n\n\
-## Batch, {cores} cores ({} customers, the submission path in chunks of 8,192)\n\n\
+Of the ranking bundle's time per customer, the trees alone take {:.3} ms by QuickScorer (what serves), against \
+{:.3} ms walking each tree from its root ({:.1}x; best of three alternating passes over the same customers' prepared \
+rows, one thread; the same bits, tested).\n\n\
+## Batch, {cores} cores ({} customers, the submission path in chunks of 8,192: candidates, features and the second stage on every core)\n\n\
 | path | customers/s | 1,371,980 customers |\n|---|---:|---:|\n\
 | ranking bundle | {ranking_rate:.0} | {:.1} min |\n\
 | one model's top 12 | {model_rate:.0} | {:.1} min |\n\n\
@@ -276,6 +300,9 @@ customers' prepared rows, one thread).\n\n\
         requests.len(),
         r50 / m50,
         r99 / m99,
+        tree_ms[0],
+        tree_ms[1],
+        tree_ms[1] / tree_ms[0],
         users.len(),
         minutes(ranking_rate),
         minutes(model_rate),

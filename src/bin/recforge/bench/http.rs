@@ -108,9 +108,10 @@ pub fn run(
         }
         format!(
             "a ranking bundle (the whole two-stage system: candidate sources sized for about 200 candidates, 45 features, \
-100 rounds of lambdarank trees, over a random-init SASRec with d = 64, 2 layers, 2 heads, d_ff 256) built on a synthetic \
+{} rounds of lambdarank trees, over a random-init SASRec with d = 64, 2 layers, 2 heads, d_ff 256) built on a synthetic \
 log of {customers} customers and {items} articles; every customer with a purchase ({} of them) is requested with their \
 whole history",
+            crate::bench::ranking::FULL_RUN_ROUNDS,
             bodies.lines().count()
         )
     } else {

@@ -251,6 +251,75 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A newer log holding an article no model ever saw, bought by 60
+/// customers on its last day: refreshed on it, the bundle serves the
+/// article without retraining. SASRec and the two-tower model embed it
+/// from its attributes, and the popularity source puts it on a list for a
+/// customer without history.
+fn new_articles_enter_through_a_refresh(bundle: &Path, ds: &recforge::data::Dataset, d: &Path) {
+    use recforge_infer::rank::bundle::{RankingBundle, Request};
+    let mut newer = ds.clone();
+    let id = "0999999999".to_string();
+    assert!(!ds.items.ids.contains(&id));
+    newer.items.ids.push(id.clone());
+    // The attributes of article 1 (so the towers know every value).
+    for f in &mut newer.items.features {
+        let c = f.codes[1];
+        f.codes.push(c);
+    }
+    let item = (newer.items.ids.len() - 1) as u32;
+    let last = recforge::data::split::last_day(ds).unwrap();
+    let per_day = ds.meta.time_unit.per_day();
+    let part = *newer.inter.part.last().unwrap();
+    let i = &mut newer.inter;
+    for u in 1..=60u32 {
+        i.user.push(u);
+        i.item.push(item);
+        i.time.push(last * per_day);
+        i.price.push(0.03);
+        i.channel.push(2);
+        i.part.push(part);
+    }
+    newer.meta.n_items += 1;
+    newer.meta.n_interactions += 60;
+    let data = d.join("newer-log");
+    recforge::data::cache::write(&newer, &data).unwrap();
+    let out = d.join("models").join("newer");
+    recforge::export::refresh_ranking(bundle, &data, None, &out).unwrap();
+    let b = RankingBundle::load(&out).unwrap();
+    let k = b
+        .articles
+        .iter()
+        .position(|a| *a == id)
+        .expect("the new article is in the bundle") as u32;
+    let tt = b
+        .engine
+        .retrieval
+        .as_ref()
+        .expect("the tiny pipeline has a two-tower model");
+    assert!(tt.sells(&tt.engine.pool.snapshot(), k));
+    assert!(tt.vector(k).is_some());
+    let ranker = &b.engine.ranker;
+    assert!(ranker.sells(&ranker.engine.pool.snapshot(), k));
+    let no_attrs = std::collections::HashMap::new();
+    let ans = b
+        .answer(&Request {
+            history: &[],
+            attributes: &no_attrs,
+            k: 12,
+            exclude: &[],
+            exclude_purchased: false,
+            ordering: None,
+            candidates: None,
+        })
+        .unwrap();
+    assert!(
+        ans.items.iter().any(|(a, _)| *a == id),
+        "the new best seller is not served to a new customer: {:?}",
+        ans.items
+    );
+}
+
 /// The most popular articles, sold out while other articles flip between
 /// sold out and back, never reach a ranking-bundle list read meanwhile.
 fn sold_out_articles_are_never_served(bundle: &Path, ds: &recforge::data::Dataset) {
@@ -532,6 +601,7 @@ patience = 20
     assert!(
         recforge_infer::rank::bundle::RankingBundle::load(&d.join("models").join("fresh")).is_ok()
     );
+    new_articles_enter_through_a_refresh(&exported, &ds, d);
     let bad = d.join("state");
     assert!(recforge::export::export_ranking(&bad, &d.join("models").join("bad")).is_err());
     assert!(!d.join("models").join("bad").exists());

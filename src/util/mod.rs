@@ -1,7 +1,8 @@
 //! Helpers every stage uses: atomic files and directories, seeded random
 //! streams, calendar days, and the wall-time/peak-memory report.
 
-pub mod dates;
+/// Calendar days live in the inference crate, which the server shares.
+pub use recforge_infer::dates;
 pub mod fsutil;
 pub mod resources;
 pub mod rng;

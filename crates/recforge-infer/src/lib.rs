@@ -16,6 +16,7 @@
 //! measured in training is what is served.
 
 pub mod bundle;
+pub mod dates;
 pub mod engine;
 pub mod nn;
 pub mod pool;

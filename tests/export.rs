@@ -229,7 +229,10 @@ fn serving_engine_parity(bundle: &Path, data: &Path, server: &Server, ds: &Datas
             .iter()
             .map(|h| Purchase {
                 article: h["article_id"].as_str().unwrap().into(),
-                days_ago: h["days_ago"].as_f64().unwrap(),
+                days_ago: (day
+                    - i64::from(
+                        recforge::util::dates::parse_ymd(h["date"].as_str().unwrap()).unwrap(),
+                    )) as f64,
                 channel: h["channel"].as_u64().map(|c| c as u8),
             })
             .collect();

@@ -60,7 +60,9 @@ fn http_serves_the_evaluated_lists(
         Some(day),
     )
     .unwrap();
-    let cfg = r#"
+    let today = recforge::util::dates::format_ymd(day as i32);
+    let cfg = format!(
+        r#"
 models_dir = "models"
 admin_token = "0123456789abcdef0123"
 port = 0
@@ -69,11 +71,13 @@ workers = 2
 [tenants.shop]
 bundle = "shop"
 customers = "serving/customers.jsonl"
+today = "{today}"
 
 # The same bundle with smaller candidate lists for this client.
 [tenants.small]
 bundle = "shop"
 customers = "serving/customers.jsonl"
+today = "{today}"
 [tenants.small.candidates]
 sasrec = 5
 two_tower = 5
@@ -83,10 +87,12 @@ popular = 5
 [tenants.mix]
 bundle = "shop"
 customers = "serving/customers.jsonl"
+today = "{today}"
 [tenants.mix.ab]
 bundle = "sasrec"
 share = 0.5
-"#;
+"#
+    );
     std::fs::write(dir.join("serve.toml"), cfg).unwrap();
     let server =
         recforge_serve::start(recforge_serve::Config::load(&dir.join("serve.toml")).unwrap())

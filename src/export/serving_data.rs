@@ -14,6 +14,9 @@ use crate::export::serve::load_data;
 use crate::util::fsutil::AtomicFile;
 
 pub struct Written {
+    /// The day served (days since 1970-01-01): the server's `today` to
+    /// replay these histories as of it.
+    pub day: i64,
     pub customers: usize,
     pub with_history: usize,
     pub priced_articles: usize,
@@ -21,8 +24,9 @@ pub struct Written {
 
 /// Writes `customers.jsonl` and `prices.csv` for the data in `data` (raw
 /// files or a prepared cache) into `out`. Histories keep each customer's
-/// last `history_len` purchases before the day served, dated in days
-/// before it, with their sales channel; the day is `day`, or the day after
+/// last `history_len` purchases before the day served, with their dates
+/// (the server ages them from its `today`) and sales channels; the day
+/// served is `day`, or the day after
 /// the data ends (the day a freshly trained model is served). Prices are
 /// the mean paid over each article's last 28 days of sales.
 pub fn write(data: &Path, out: &Path, history_len: usize, day: Option<i64>) -> Result<Written> {
@@ -45,7 +49,7 @@ pub fn write(data: &Path, out: &Path, history_len: usize, day: Option<i64>) -> R
             .map(|j| {
                 json!({
                     "article_id": ds.items.ids[items[j] as usize],
-                    "days_ago": serve_day - days[j],
+                    "date": crate::util::dates::format_ymd(days[j] as i32),
                     "channel": channels[j],
                 })
             })
@@ -97,6 +101,7 @@ pub fn write(data: &Path, out: &Path, history_len: usize, day: Option<i64>) -> R
     }
     f.commit()?;
     Ok(Written {
+        day: serve_day,
         customers: ds.users.len() - 1,
         with_history,
         priced_articles: priced,

@@ -14,7 +14,8 @@ use recforge_infer::rank::bundle::{RankingBundle, Request};
 use recforge_infer::rank::second::Ordering;
 use recforge_infer::rank::sources::CandidateConfig;
 
-use crate::tenant::{Customer, Served, Tenant};
+use crate::journal::{EventRecord, ItemRecord, Record};
+use crate::tenant::{Served, Tenant, unix_now};
 
 /// A client error (4xx) or a server fault (5xx), returned as
 /// `{"error": {"code", "message"}}`.
@@ -85,18 +86,94 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
             format!("k = {} is outside 1..={max_k}", req.k),
         ));
     }
-    let stored = match &req.customer_id {
-        Some(id) => t.customers.get(id),
-        None => None,
+    let value = answer(t, &req)?;
+    if let Some(id) = &req.customer_id
+        && let (Some(variant), Some(items)) = (
+            crate::http::variant_label(&value),
+            value.get("items").and_then(Value::as_array),
+        )
+    {
+        t.attribution.shown(
+            id,
+            variant,
+            items
+                .iter()
+                .map(|it| it.get("article_id").and_then(Value::as_str).unwrap_or("")),
+            unix_now(),
+        );
+    }
+    Ok(value)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    requests: Vec<Value>,
+}
+
+/// Most recommendations one batch may ask for.
+pub const MAX_BATCH: usize = 1000;
+
+/// Several recommendations in one call: each answered as
+/// [`recommend`] would, in order, an error standing in the place of a
+/// request that fails (the others still answered).
+pub fn recommend_batch(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
+    let req: BatchRequest = parse(body)?;
+    if req.requests.is_empty() || req.requests.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            422,
+            "bad_batch",
+            format!(
+                "`requests` holds {}; give 1..={MAX_BATCH}",
+                req.requests.len()
+            ),
+        ));
+    }
+    let results: Vec<Value> = req
+        .requests
+        .iter()
+        .map(|r| {
+            let one = serde_json::to_vec(r).unwrap_or_default();
+            match recommend(t, max_k, &one) {
+                Ok(v) => v,
+                Err(e) => {
+                    let mut b = e.body();
+                    b["status"] = json!(e.status);
+                    b
+                }
+            }
+        })
+        .collect();
+    Ok(json!({"tenant": t.name, "results": results}))
+}
+
+/// The stored customer's history (aged to the tenant's today) and
+/// attributes, each only where the request does not send its own.
+type Stored = (Option<Vec<Purchase>>, Option<HashMap<String, String>>);
+
+fn stored(t: &Tenant, req: &RecommendRequest) -> Option<Stored> {
+    let id = req.customer_id.as_ref()?;
+    let customers = t.customers.read().unwrap_or_else(|e| e.into_inner());
+    let c = customers.get(id)?;
+    Some((
+        req.history.is_none().then(|| c.purchases(t.today.day())),
+        req.attributes.is_none().then(|| c.attributes.clone()),
+    ))
+}
+
+fn answer(t: &Tenant, req: &RecommendRequest) -> ApiResult {
+    let (stored_history, stored_attributes) = match stored(t, req) {
+        Some(s) => (s.0, s.1),
+        None => (None, None),
     };
-    let history = history_of(t, &req, stored)?;
+    let history = history_of(t, req, stored_history)?;
     let history: &[Purchase] = &history;
-    let none = HashMap::new();
-    let attributes = match (&req.attributes, stored) {
-        (Some(a), _) => a,
-        (None, Some(c)) => &c.attributes,
-        (None, None) => &none,
+    let attributes = match (&req.attributes, stored_attributes) {
+        (Some(a), _) => Cow::Borrowed(a),
+        (None, Some(a)) => Cow::Owned(a),
+        (None, None) => Cow::Owned(HashMap::new()),
     };
+    let attributes: &HashMap<String, String> = &attributes;
     let variant = t.variant_of(req.customer_id.as_deref());
     let variants = t.variants();
     let served: &Served = match (variant, &variants.b) {
@@ -114,7 +191,7 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
                 ordering: ordering.as_ref(),
                 sizes: sizes.as_ref(),
             };
-            return ranking_answer(t, bundle, how, &req, history, attributes, variant);
+            return ranking_answer(t, bundle, how, req, history, attributes, variant);
         }
     };
     let snap = engine.pool.snapshot();
@@ -191,35 +268,33 @@ fn ranking_answer(
     }))
 }
 
-/// The request's history: the one it sends, or the stored customer's
-/// (borrowed, not copied, on every request).
-fn history_of<'a>(
+/// The request's history: the one it sends, or the stored customer's.
+fn history_of(
     t: &Tenant,
     req: &RecommendRequest,
-    stored: Option<&'a Customer>,
-) -> Result<Cow<'a, [Purchase]>, ApiError> {
+    stored: Option<Vec<Purchase>>,
+) -> Result<Vec<Purchase>, ApiError> {
     match (&req.history, &req.customer_id, stored) {
-        (Some(h), _, _) => Ok(Cow::Owned(
-            h.iter()
-                .map(|x| match x {
-                    HistoryItem::Id(a) => Purchase {
-                        article: a.clone(),
-                        days_ago: 0.0,
-                        channel: None,
-                    },
-                    HistoryItem::Dated {
-                        article_id,
-                        days_ago,
-                        channel,
-                    } => Purchase {
-                        article: article_id.clone(),
-                        days_ago: days_ago.max(0.0),
-                        channel: *channel,
-                    },
-                })
-                .collect(),
-        )),
-        (None, Some(_), Some(c)) => Ok(Cow::Borrowed(&c.history)),
+        (Some(h), _, _) => Ok(h
+            .iter()
+            .map(|x| match x {
+                HistoryItem::Id(a) => Purchase {
+                    article: a.clone(),
+                    days_ago: 0.0,
+                    channel: None,
+                },
+                HistoryItem::Dated {
+                    article_id,
+                    days_ago,
+                    channel,
+                } => Purchase {
+                    article: article_id.clone(),
+                    days_ago: days_ago.max(0.0),
+                    channel: *channel,
+                },
+            })
+            .collect()),
+        (None, Some(_), Some(h)) => Ok(h),
         (None, Some(id), None) => Err(ApiError::new(
             404,
             "unknown_customer",
@@ -292,16 +367,16 @@ fn cold_start_items(engine: &Engine, snap: &PoolSnapshot, k: usize, exclude: &[u
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ItemsRequest {
-    items: Vec<NewItem>,
+    items: Vec<ItemRecord>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewItem {
-    article_id: String,
-    #[serde(default)]
-    features: HashMap<String, String>,
-    price: Option<f32>,
+/// A change that could not be made durable: nothing was applied.
+fn not_journaled(e: crate::Error) -> ApiError {
+    ApiError::new(
+        503,
+        "journal",
+        format!("the change could not be recorded durably ({e}); nothing was changed"),
+    )
 }
 
 /// Adds articles (or replaces their vectors) from their features, in every
@@ -313,7 +388,7 @@ pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
     if req.items.is_empty() {
         return Err(ApiError::new(422, "empty", "`items` is empty"));
     }
-    let mut overlay = t.overlay.lock().unwrap_or_else(|e| e.into_inner());
+    let mut live = t.live.lock().unwrap_or_else(|e| e.into_inner());
     let variants = t.variants();
     if variants
         .served()
@@ -388,6 +463,10 @@ new articles enter it with the next exported bundle (mark articles sold out or b
             .map_err(|err| ApiError::new(500, "model", err.to_string()))?;
         vectors.push(v);
     }
+    live.record(&Record::Items {
+        items: req.items.clone(),
+    })
+    .map_err(not_journaled)?;
     let mut ids = Vec::new();
     for (e, vs) in engines.iter().zip(&vectors) {
         e.pool
@@ -401,10 +480,10 @@ new articles enter it with the next exported bundle (mark articles sold out or b
             .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
     }
     for it in &req.items {
-        overlay
+        live.overlay
             .added
             .insert(it.article_id.clone(), it.features.clone());
-        overlay.unavailable.remove(&it.article_id);
+        live.overlay.unavailable.remove(&it.article_id);
     }
     t.prices
         .write()
@@ -437,7 +516,7 @@ pub fn availability(t: &Tenant, body: &[u8]) -> ApiResult {
             "give `sold_out` and/or `in_stock` article ids",
         ));
     }
-    let mut overlay = t.overlay.lock().unwrap_or_else(|e| e.into_inner());
+    let mut live = t.live.lock().unwrap_or_else(|e| e.into_inner());
     let variants = t.variants();
     let engines: Vec<&Engine> = variants.engines().map(|(_, e)| e).collect();
     let snaps: Vec<_> = engines.iter().map(|e| e.pool.snapshot()).collect();
@@ -454,6 +533,11 @@ pub fn availability(t: &Tenant, body: &[u8]) -> ApiResult {
             format!("not in the item pool: {unknown:?}; nothing was changed"),
         ));
     }
+    live.record(&Record::Availability {
+        sold_out: req.sold_out.clone(),
+        in_stock: req.in_stock.clone(),
+    })
+    .map_err(not_journaled)?;
     for e in &engines {
         e.pool
             .update(|s| {
@@ -469,16 +553,110 @@ pub fn availability(t: &Tenant, body: &[u8]) -> ApiResult {
             .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
     }
     for a in &req.sold_out {
-        overlay.unavailable.insert(a.clone());
+        live.overlay.unavailable.insert(a.clone());
     }
     for a in &req.in_stock {
-        overlay.unavailable.remove(a);
+        live.overlay.unavailable.remove(a);
     }
     Ok(json!({
         "sold_out": req.sold_out.len(),
         "in_stock": req.in_stock.len(),
         "available": variants.a.primary().pool.snapshot().available_len(),
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsRequest {
+    events: Vec<EventIn>,
+}
+
+/// A purchase as the client's app reports it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    customer_id: String,
+    article_id: String,
+    /// `YYYY-MM-DD`; without it, the tenant's today.
+    #[serde(default)]
+    date: Option<String>,
+    /// What was paid; without it, the tenant's price of the article.
+    #[serde(default)]
+    price: Option<f32>,
+    #[serde(default)]
+    channel: Option<u8>,
+}
+
+/// Appends purchases to customers' histories (journaled first, all or
+/// nothing), so their next recommendations follow them, and attributes
+/// each to the response that showed it.
+pub fn events(t: &Tenant, body: &[u8]) -> ApiResult {
+    let req: EventsRequest = parse(body)?;
+    if req.events.is_empty() {
+        return Err(ApiError::new(422, "empty", "`events` is empty"));
+    }
+    let today = t.today.day();
+    let mut records = Vec::with_capacity(req.events.len());
+    for (i, e) in req.events.iter().enumerate() {
+        let bad = |msg: String| ApiError::new(422, "bad_event", format!("events[{i}]: {msg}"));
+        if e.customer_id.trim().is_empty() || e.article_id.trim().is_empty() {
+            return Err(bad(
+                "`customer_id` and `article_id` must not be empty".into()
+            ));
+        }
+        let day = match &e.date {
+            Some(d) => recforge_infer::dates::parse_ymd(d)
+                .map(i64::from)
+                .ok_or_else(|| bad(format!("date `{d}`: use YYYY-MM-DD")))?,
+            None => today,
+        };
+        if let Some(p) = e.price
+            && !(p.is_finite() && p > 0.0)
+        {
+            return Err(bad("price must be a positive number".into()));
+        }
+        records.push(EventRecord {
+            customer_id: e.customer_id.clone(),
+            article_id: e.article_id.clone(),
+            day,
+            price: e.price,
+            channel: e.channel,
+        });
+    }
+    let mut live = t.live.lock().unwrap_or_else(|e| e.into_inner());
+    live.record(&Record::Events {
+        events: records.clone(),
+    })
+    .map_err(not_journaled)?;
+    let events = records;
+    t.add_events(&events);
+    drop(live);
+    let now = unix_now();
+    let prices = t.prices.read().unwrap_or_else(|e| e.into_inner());
+    let attributed = events
+        .iter()
+        .filter(|e| {
+            let value = e
+                .price
+                .or_else(|| prices.known(&e.article_id))
+                .unwrap_or(0.0);
+            t.attribution
+                .purchased(&e.customer_id, &e.article_id, f64::from(value), now)
+                .is_some()
+        })
+        .count();
+    Ok(json!({"accepted": events.len(), "attributed": attributed}))
+}
+
+/// Each arm's impressions, attributed purchases and revenue, and value per
+/// impression with its 95% interval.
+pub fn attribution(t: &Tenant) -> ApiResult {
+    serde_json::to_value(t.attribution.report())
+        .map(|mut v| {
+            v["tenant"] = json!(t.name);
+            v
+        })
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))
 }
 
 #[derive(Deserialize, Default)]

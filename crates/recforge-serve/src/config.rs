@@ -47,15 +47,77 @@ pub struct Config {
     /// included, in ms (503).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// On shutdown, how long readiness says 503 while connections are
+    /// still accepted, before the listener closes, in ms (0: close at
+    /// once). Give load balancers time to stop sending.
+    #[serde(default)]
+    pub drain_delay_ms: u64,
     /// On shutdown, how long requests in flight get to finish, in ms.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Where each tenant's journal of live changes and events lives
+    /// (`STATE_DIR/TENANT.journal`), replayed at start. Without it, item
+    /// changes and events last until the server stops.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Impressions remembered for attributing purchases, over all tenants'
+    /// customers (about 100 bytes each); beyond it they are counted as
+    /// untracked.
+    #[serde(default = "default_max_tracked")]
+    pub max_tracked_impressions: usize,
+    /// One JSON line per request on stderr (request id, route, status,
+    /// time): `"off"` (default), `"all"`, or a share such as `0.01`.
+    #[serde(default)]
+    pub access_log: AccessLog,
     /// Missing reads as empty, so that `check` can say what to add.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
 }
 
 pub use recforge_infer::Objective;
+
+/// Which requests get an access-log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    All,
+    /// This share of requests, picked by a hash of the request id (so a
+    /// sampled request is logged whole, wherever it is looked at).
+    Sample(f64),
+}
+
+impl AccessLog {
+    pub fn logs(self, request_id: &str) -> bool {
+        match self {
+            AccessLog::Off => false,
+            AccessLog::All => true,
+            AccessLog::Sample(p) => {
+                let h = recforge_infer::bundle::fnv1a(request_id);
+                ((h >> 11) as f64 / (1u64 << 53) as f64) < p
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessLog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Share(f64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "off" => Ok(AccessLog::Off),
+            Raw::Word(w) if w == "all" => Ok(AccessLog::All),
+            Raw::Share(p) if (0.0..=1.0).contains(&p) => Ok(AccessLog::Sample(p)),
+            _ => Err(serde::de::Error::custom(
+                "access_log: use \"off\", \"all\" or a share between 0 and 1",
+            )),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +142,17 @@ pub struct TenantConfig {
     /// A second bundle served to a share of the customers.
     #[serde(default)]
     pub ab: Option<AbConfig>,
+    /// The day histories' ages are counted from (`YYYY-MM-DD`), to serve
+    /// data as of its served day; without it, the server's clock (UTC).
+    #[serde(default)]
+    pub today: Option<String>,
+    /// Purchases kept per customer history (the latest; events extend it).
+    #[serde(default = "default_max_history")]
+    pub max_history: usize,
+    /// How long after an impression a purchase of that article by that
+    /// customer is attributed to it, in seconds (default 7 days).
+    #[serde(default = "default_attribution_window_s")]
+    pub attribution_window_s: u64,
     /// A ranking bundle's candidate sizes for this client (keys as in a
     /// pipeline's `[candidates]`; each at most the bundle's, missing keys
     /// keep the bundle's).
@@ -161,6 +234,15 @@ fn default_request_timeout_ms() -> u64 {
 fn default_shutdown_grace_ms() -> u64 {
     30_000
 }
+fn default_max_tracked() -> usize {
+    5_000_000
+}
+fn default_max_history() -> usize {
+    200
+}
+fn default_attribution_window_s() -> u64 {
+    7 * 86_400
+}
 
 impl Config {
     /// Reads and checks `path`; relative paths inside become relative to
@@ -187,6 +269,9 @@ impl Config {
             }
         };
         fix(&mut self.models_dir);
+        if let Some(p) = self.state_dir.as_mut() {
+            fix(p);
+        }
         for t in self.tenants.values_mut() {
             if let Some(p) = t.customers.as_mut() {
                 fix(p);
@@ -234,6 +319,19 @@ impl Config {
             if !t.alpha.is_finite() || t.alpha < 0.0 {
                 return Err(format!(
                     "tenants.{name}.alpha must be a non-negative number"
+                ));
+            }
+            if let Some(d) = &t.today
+                && recforge_infer::dates::parse_ymd(d).is_none()
+            {
+                return Err(format!("tenants.{name}.today = `{d}`: use YYYY-MM-DD"));
+            }
+            if t.max_history == 0 {
+                return Err(format!("tenants.{name}.max_history must be positive"));
+            }
+            if t.attribution_window_s == 0 {
+                return Err(format!(
+                    "tenants.{name}.attribution_window_s must be a positive number of seconds"
                 ));
             }
             if let Some(ab) = &t.ab
@@ -306,6 +404,14 @@ mod tests {
             (
                 "admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\nbundel = \"y\"\n",
                 "bundel",
+            ),
+            (
+                "admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\ntoday = \"2020-9-23\"\n",
+                "today",
+            ),
+            (
+                "admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\nattribution_window_s = 0\n",
+                "attribution_window_s",
             ),
         ];
         for (text, want) in cases {

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,12 @@ pub struct App {
     token: String,
     pub tenants: BTreeMap<String, Tenant>,
     pub metrics: Metrics,
+    /// Set when the server starts stopping: readiness then says 503, so a
+    /// load balancer stops sending before the listener closes (after
+    /// `drain_delay_ms`).
+    stopping: AtomicBool,
+    /// Numbers requests that bring no `x-request-id`.
+    next_id: AtomicU64,
 }
 
 /// A running server; `stop` ends it gracefully (no new connections; the
@@ -132,6 +139,8 @@ pub fn start(cfg: Config) -> Result<Server> {
         token,
         tenants,
         metrics: Metrics::default(),
+        stopping: AtomicBool::new(false),
+        next_id: AtomicU64::new(1),
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let served = app.clone();
@@ -156,8 +165,17 @@ enum Event {
 async fn serve(listener: TcpListener, app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let header_timeout = Duration::from_millis(app.cfg.header_timeout_ms);
+    let drain = Duration::from_millis(app.cfg.drain_delay_ms);
+    let flag = app.clone();
+    // On the stop: readiness says 503 at once; connections are still
+    // accepted for the drain delay, while load balancers take the server
+    // out of rotation, then the listener closes.
     let mut stopped = std::pin::pin!(async move {
         let _ = stop.changed().await;
+        flag.stopping.store(true, Ordering::SeqCst);
+        if !drain.is_zero() {
+            tokio::time::sleep(drain).await;
+        }
     });
     loop {
         // Waits for a connection or the stop, whichever comes first
@@ -249,6 +267,15 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let start = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("r{}", app.next_id.fetch_add(1, Ordering::Relaxed)));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
     let (tenant, route, resp) = dispatch(&app, req).await;
     let resp = match resp {
         Ok(r) => r,
@@ -263,14 +290,30 @@ async fn handle(
             r
         }
     };
+    let mut resp = resp;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
     let variant = resp.extensions().get::<Variant>().map_or("", |v| v.0);
-    app.metrics.record(
-        &tenant,
-        variant,
-        route,
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    let seconds = start.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    app.metrics.record(&tenant, variant, route, status, seconds);
+    if app.cfg.access_log.logs(&id) {
+        // One JSON line per request on stderr, for the log shipper.
+        eprintln!(
+            "{}",
+            json!({
+                "request_id": id,
+                "method": method.as_str(),
+                "path": path,
+                "tenant": tenant,
+                "route": route,
+                "variant": variant,
+                "status": status,
+                "ms": (seconds * 1e6).round() / 1e3,
+            })
+        );
+    }
     Ok(resp)
 }
 
@@ -306,6 +349,21 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Routed {
                 )
             }),
         ),
+        ["readyz"] => (
+            String::new(),
+            "readyz",
+            want(Method::GET).and_then(|_| {
+                if app.stopping.load(Ordering::SeqCst) {
+                    Err(ApiError::new(
+                        503,
+                        "stopping",
+                        "the server is shutting down",
+                    ))
+                } else {
+                    Ok(json_response(200, &json!({"status": "ready"})))
+                }
+            }),
+        ),
         ["metrics"] => (
             String::new(),
             "metrics",
@@ -324,9 +382,12 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Routed {
         ["v1", tenant, rest @ ..] => {
             let route: &'static str = match rest {
                 ["recommend"] => "recommend",
+                ["recommend", "batch"] => "recommend_batch",
                 ["items"] => "items",
                 ["items", "availability"] => "availability",
                 ["reload"] => "reload",
+                ["events"] => "events",
+                ["attribution"] => "attribution",
                 _ => {
                     return (
                         String::new(),
@@ -365,14 +426,19 @@ async fn tenant_route(
     method: Method,
     req: Request<Incoming>,
 ) -> std::result::Result<Response<Full<Bytes>>, ApiError> {
-    if method != Method::POST {
+    let takes = if route == "attribution" {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    if method != takes {
         return Err(ApiError::new(
             405,
             "method_not_allowed",
-            format!("{route} takes POST"),
+            format!("{route} takes {takes}"),
         ));
     }
-    if route != "recommend" {
+    if route != "recommend" && route != "recommend_batch" {
         let given = req
             .headers()
             .get("authorization")
@@ -388,7 +454,7 @@ async fn tenant_route(
         }
     }
     let body_timeout = Duration::from_millis(app.cfg.body_timeout_ms);
-    if route == "recommend" {
+    if route == "recommend" || route == "recommend_batch" {
         // A recommendation has no side effect, so a late one is simply
         // abandoned. Its arithmetic (about a millisecond) never yields, so
         // in practice the deadline bounds the wait for its body.
@@ -396,7 +462,20 @@ async fn tenant_route(
         let answer = async {
             let body = read_body(req, app.cfg.max_body_bytes, body_timeout).await?;
             let t = &app.tenants[tenant];
-            guarded(|| api::recommend(t, app.cfg.max_k, &body))
+            if route == "recommend" {
+                guarded(|| api::recommend(t, app.cfg.max_k, &body))
+            } else {
+                // A batch is a thousand recommendations' work: off the
+                // request workers, so single requests keep their latency.
+                let app2 = app.clone();
+                let tenant = tenant.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let t = &app2.tenants[&tenant];
+                    guarded(|| api::recommend_batch(t, app2.cfg.max_k, &body))
+                })
+                .await
+                .map_err(|_| ApiError::new(500, "internal", "the batch task failed"))?
+            }
         };
         let value = tokio::time::timeout(deadline, answer).await.map_err(|_| {
             ApiError::new(
@@ -410,17 +489,22 @@ async fn tenant_route(
         })??;
         return Ok(with_variant(json_response(200, &value), &value));
     }
+    if route == "attribution" {
+        let t = &app.tenants[tenant];
+        return guarded(|| api::attribution(t)).map(|v| json_response(200, &v));
+    }
     let body = read_body(req, app.cfg.max_body_bytes, body_timeout).await?;
     let app2 = app.clone();
     let tenant = tenant.to_string();
-    // Updates copy the pool and reloads read a bundle from disk: off the
-    // request workers. They are always awaited, with no deadline, so the
+    // Updates copy the pool, reloads read a bundle from disk and every
+    // change waits for the journal's fsync: off the request workers. They are always awaited, with no deadline, so the
     // answer says what was applied.
     let value = tokio::task::spawn_blocking(move || {
         let t = &app2.tenants[&tenant];
         guarded(|| match route {
             "items" => api::items(t, &body),
             "availability" => api::availability(t, &body),
+            "events" => api::events(t, &body),
             _ => api::reload(t, &body),
         })
     })
@@ -446,15 +530,19 @@ fn guarded(
 /// `resp` marked with the A/B variant `value` says answered, for the
 /// metrics (not sent to the client: the body already says it).
 fn with_variant(mut resp: Response<Full<Bytes>>, value: &Value) -> Response<Full<Bytes>> {
-    let variant = match value.get("variant").and_then(Value::as_str) {
-        Some("a") => Some("a"),
-        Some("b") => Some("b"),
-        _ => None,
-    };
-    if let Some(v) = variant {
+    if let Some(v) = variant_label(value) {
         resp.extensions_mut().insert(Variant(v));
     }
     resp
+}
+
+/// The A/B variant a recommendation's answer names, as a static label.
+pub(crate) fn variant_label(value: &Value) -> Option<&'static str> {
+    match value.get("variant").and_then(Value::as_str) {
+        Some("a") => Some("a"),
+        Some("b") => Some("b"),
+        _ => None,
+    }
 }
 /// The A/B variant that answered a request.
 #[derive(Clone, Copy)]

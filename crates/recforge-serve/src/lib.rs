@@ -9,8 +9,10 @@
 //! fail a request in flight. The API is described in `openapi.yaml`.
 
 pub mod api;
+pub mod attribution;
 pub mod config;
 pub mod http;
+pub mod journal;
 pub mod load;
 pub mod metrics;
 pub mod tenant;

@@ -106,7 +106,52 @@ impl Metrics {
         out.push_str("# HELP recforge_item_pool_size Articles in the item pool, by tenant and variant.\n# TYPE recforge_item_pool_size gauge\n");
         let mut info = String::new();
         let mut avail = String::new();
+        let mut business = [
+            (
+                "recforge_impressions_total",
+                "counter",
+                "Articles shown to identified customers, by tenant and variant.",
+                String::new(),
+            ),
+            (
+                "recforge_impressions_untracked_total",
+                "counter",
+                "Impressions past the attribution table's bound (never attributed).",
+                String::new(),
+            ),
+            (
+                "recforge_attributed_purchases_total",
+                "counter",
+                "Purchase events attributed to an impression within the window.",
+                String::new(),
+            ),
+            (
+                "recforge_attributed_revenue_total",
+                "counter",
+                "Value of the attributed purchases.",
+                String::new(),
+            ),
+        ];
+        let mut events = String::new();
         for t in tenants {
+            let name = escape(&t.name);
+            for (variant, arm) in t.attribution.arms() {
+                let labels = format!("tenant=\"{name}\",variant=\"{variant}\"");
+                let values = [
+                    arm.impressions as f64,
+                    arm.untracked as f64,
+                    arm.purchases as f64,
+                    arm.revenue,
+                ];
+                for (slot, v) in business.iter_mut().zip(values) {
+                    let _ = writeln!(slot.3, "{}{{{labels}}} {v}", slot.0);
+                }
+            }
+            let _ = writeln!(
+                events,
+                "recforge_purchase_events_total{{tenant=\"{name}\"}} {}",
+                t.attribution.purchase_events()
+            );
             let v = t.variants();
             for (name, served) in v.served() {
                 let snap = served.primary().pool.snapshot();
@@ -128,6 +173,12 @@ impl Metrics {
         out.push_str(&avail);
         out.push_str("# HELP recforge_model_info The model version each variant serves (value always 1).\n# TYPE recforge_model_info gauge\n");
         out.push_str(&info);
+        for (metric, kind, help, lines) in &business {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+            out.push_str(lines);
+        }
+        out.push_str("# HELP recforge_purchase_events_total Purchase events received.\n# TYPE recforge_purchase_events_total counter\n");
+        out.push_str(&events);
         out
     }
 }

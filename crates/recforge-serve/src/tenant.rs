@@ -1,6 +1,8 @@
 //! One client's serving state: its model variants, the live changes to its
-//! item pool (kept so that a reloaded model gets them too), its customers
-//! and prices.
+//! item pool (kept so that a reloaded model gets them too, and journaled
+//! so that a restarted server does), its customers' dated histories (which
+//! purchase events extend), prices, and the online attribution of
+//! purchases to the arm that showed them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -12,7 +14,9 @@ use recforge_infer::rank::bundle::RankingBundle;
 use recforge_infer::rank::second::Ordering;
 use recforge_infer::rank::sources::CandidateConfig;
 
+use crate::attribution::Attribution;
 use crate::config::{Config, TenantConfig};
+use crate::journal::{EventRecord, Journal, Record};
 use crate::{Engine, Purchase};
 use crate::{Error, Result};
 
@@ -132,6 +136,11 @@ impl Prices {
         self.by_article.get(article).copied().unwrap_or(self.median)
     }
 
+    /// The article's price when one is known.
+    pub fn known(&self, article: &str) -> Option<f32> {
+        self.by_article.get(article).copied()
+    }
+
     pub fn set_many<'a>(&mut self, prices: impl Iterator<Item = (&'a str, f32)>) {
         let mut any = false;
         for (a, p) in prices {
@@ -163,9 +172,88 @@ pub struct Overlay {
     pub unavailable: BTreeSet<String>,
 }
 
+/// One purchase in a stored history, dated, so its age follows the clock.
+pub struct Dated {
+    pub article: String,
+    /// Days since 1970-01-01.
+    pub day: i64,
+    pub channel: Option<u8>,
+}
+
 pub struct Customer {
-    pub history: Vec<Purchase>,
+    /// Oldest first, at most the tenant's `max_history`.
+    pub history: Vec<Dated>,
     pub attributes: HashMap<String, String>,
+}
+
+impl Customer {
+    /// The history as the engines take it: each purchase's age in days on
+    /// `today` (never negative).
+    pub fn purchases(&self, today: i64) -> Vec<Purchase> {
+        self.history
+            .iter()
+            .map(|d| Purchase {
+                article: d.article.clone(),
+                days_ago: (today - d.day).max(0) as f64,
+                channel: d.channel,
+            })
+            .collect()
+    }
+
+    /// Adds a purchase in date order (after others of its day). Events
+    /// never grow a history past `max` (one loaded longer from the
+    /// customers file keeps its length): the oldest purchase goes.
+    fn push(&mut self, p: Dated, max: usize) {
+        let cap = max.max(self.history.len());
+        let at = self.history.partition_point(|d| d.day <= p.day);
+        self.history.insert(at, p);
+        if self.history.len() > cap {
+            let extra = self.history.len() - cap;
+            self.history.drain(..extra);
+        }
+    }
+}
+
+/// The day a history's ages are counted from.
+#[derive(Debug, Clone, Copy)]
+pub enum Today {
+    /// A configured date (replaying data as of its served day).
+    Fixed(i64),
+    /// The server's clock (UTC).
+    Clock,
+}
+
+impl Today {
+    pub fn day(self) -> i64 {
+        match self {
+            Today::Fixed(d) => d,
+            Today::Clock => (unix_now() / 86_400.0).floor() as i64,
+        }
+    }
+}
+
+/// Seconds since 1970-01-01 on the server's clock.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What admin changes and events share: the overlay and the journal,
+/// behind one lock so records reach the journal in the order they apply.
+pub struct Live {
+    pub overlay: Overlay,
+    pub journal: Option<Journal>,
+}
+
+impl Live {
+    /// Writes `r` to the journal (when there is one) before it is applied.
+    pub fn record(&mut self, r: &Record) -> Result<()> {
+        match &mut self.journal {
+            Some(j) => j.append(r),
+            None => Ok(()),
+        }
+    }
 }
 
 pub struct Tenant {
@@ -176,10 +264,13 @@ pub struct Tenant {
     /// to it).
     max_k: usize,
     variants: RwLock<Arc<Variants>>,
-    /// Serialises admin changes (items, availability, reload).
-    pub overlay: Mutex<Overlay>,
-    pub customers: HashMap<String, Customer>,
+    /// Serialises admin changes and events (items, availability, events,
+    /// reload) and their journal.
+    pub live: Mutex<Live>,
+    pub customers: RwLock<HashMap<String, Customer>>,
     pub prices: RwLock<Prices>,
+    pub today: Today,
+    pub attribution: Attribution,
 }
 
 /// One line of a customers file.
@@ -197,6 +288,10 @@ struct CustomerLine {
 #[serde(deny_unknown_fields)]
 struct HistoryLine {
     article_id: String,
+    /// `YYYY-MM-DD`; without it, `days_ago` counts back from the day the
+    /// file is loaded.
+    #[serde(default)]
+    date: Option<String>,
     #[serde(default)]
     days_ago: f64,
     /// Sales channel (H&M: 1 store, 2 online), when known.
@@ -220,24 +315,75 @@ impl Tenant {
             )?)),
             None => None,
         };
-        let customers = match &cfg.customers {
-            Some(p) => read_customers(p)?,
+        let today = match &cfg.today {
+            Some(d) => Today::Fixed(
+                recforge_infer::dates::parse_ymd(d)
+                    .map(i64::from)
+                    .ok_or_else(|| Error::Invalid(format!("today = `{d}`: use YYYY-MM-DD")))?,
+            ),
+            None => Today::Clock,
+        };
+        let mut customers = match &cfg.customers {
+            Some(p) => read_customers(p, today.day())?,
             None => HashMap::new(),
         };
         let prices = match &cfg.prices {
             Some(p) => read_prices(p)?,
             None => HashMap::new(),
         };
+        let mut prices = Prices::new(prices);
+        let mut overlay = Overlay::default();
+        let journal = match &server.state_dir {
+            Some(dir) => {
+                let (j, replay) = Journal::open(&dir.join(format!("{name}.journal")))?;
+                let n = replay.records.len();
+                for r in replay.records {
+                    replay_one(
+                        r,
+                        &mut overlay,
+                        &mut customers,
+                        &mut prices,
+                        cfg.max_history,
+                    );
+                }
+                if n > 0 {
+                    eprintln!(
+                        "recforge-serve: tenant `{name}`: replayed {n} journal records from {}",
+                        j.path().display()
+                    );
+                }
+                Some(j)
+            }
+            None => None,
+        };
+        apply_overlay(&a, &overlay)?;
+        if let Some(b) = &b {
+            apply_overlay(b, &overlay)?;
+        }
         Ok(Tenant {
             name: name.to_string(),
             cfg: cfg.clone(),
             models_dir: server.models_dir.clone(),
             max_k,
             variants: RwLock::new(Arc::new(Variants { a, b })),
-            overlay: Mutex::new(Overlay::default()),
-            customers,
-            prices: RwLock::new(Prices::new(prices)),
+            live: Mutex::new(Live { overlay, journal }),
+            customers: RwLock::new(customers),
+            prices: RwLock::new(prices),
+            today,
+            attribution: Attribution::new(
+                cfg.attribution_window_s as f64,
+                server.max_tracked_impressions,
+            ),
         })
+    }
+
+    /// Adds purchase events to their customers' histories (a customer not
+    /// seen before starts one).
+    pub fn add_events(&self, events: &[EventRecord]) {
+        let mut customers = self.customers.write().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            add_event(&mut customers, e, self.cfg.max_history);
+        }
     }
 
     pub fn variants(&self) -> Arc<Variants> {
@@ -270,7 +416,8 @@ impl Tenant {
     /// overlay onto it and swaps it in. Requests in flight finish on the
     /// engine they hold. Returns (previous version, new version).
     pub fn reload(&self, variant: &str, bundle: Option<&str>) -> Result<(String, String)> {
-        let overlay = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let overlay = &live.overlay;
         let name = match (variant, &self.cfg.ab) {
             ("b", None) => {
                 return Err(Error::Invalid(format!(
@@ -292,7 +439,7 @@ impl Tenant {
             )));
         }
         let engine = Served::load(&self.models_dir.join(&name), &self.cfg, self.max_k)?;
-        apply_overlay(&engine, &overlay)?;
+        apply_overlay(&engine, overlay)?;
         let engine = Arc::new(engine);
         let mut slot = self.variants.write().unwrap_or_else(|e| e.into_inner());
         let current = slot.clone();
@@ -330,6 +477,59 @@ fn mix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// One journal record onto the state being loaded.
+fn replay_one(
+    r: Record,
+    overlay: &mut Overlay,
+    customers: &mut HashMap<String, Customer>,
+    prices: &mut Prices,
+    max_history: usize,
+) {
+    match r {
+        Record::Items { items } => {
+            prices.set_many(
+                items
+                    .iter()
+                    .filter_map(|it| Some((it.article_id.as_str(), it.price?))),
+            );
+            for it in items {
+                overlay.unavailable.remove(&it.article_id);
+                overlay.added.insert(it.article_id, it.features);
+            }
+        }
+        Record::Availability { sold_out, in_stock } => {
+            for a in sold_out {
+                overlay.unavailable.insert(a);
+            }
+            for a in &in_stock {
+                overlay.unavailable.remove(a);
+            }
+        }
+        Record::Events { events } => {
+            for e in &events {
+                add_event(customers, e, max_history);
+            }
+        }
+    }
+}
+
+fn add_event(customers: &mut HashMap<String, Customer>, e: &EventRecord, max_history: usize) {
+    customers
+        .entry(e.customer_id.clone())
+        .or_insert_with(|| Customer {
+            history: Vec::new(),
+            attributes: HashMap::new(),
+        })
+        .push(
+            Dated {
+                article: e.article_id.clone(),
+                day: e.day,
+                channel: e.channel,
+            },
+            max_history,
+        );
+}
+
 fn apply_overlay(served: &Served, overlay: &Overlay) -> Result<()> {
     for engine in served.engines() {
         apply_to_engine(engine, overlay)?;
@@ -357,7 +557,9 @@ fn apply_to_engine(engine: &Engine, overlay: &Overlay) -> Result<()> {
     Ok(())
 }
 
-fn read_customers(path: &Path) -> Result<HashMap<String, Customer>> {
+/// Reads a customers file; entries dated by `days_ago` alone are dated
+/// back from `today`.
+fn read_customers(path: &Path, today: i64) -> Result<HashMap<String, Customer>> {
     let text = crate::read_text(path)?;
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -369,15 +571,32 @@ fn read_customers(path: &Path) -> Result<HashMap<String, Customer>> {
             line: i + 1,
             msg: e.to_string(),
         })?;
-        let history = c
+        let mut history = c
             .history
             .into_iter()
-            .map(|h| Purchase {
-                article: h.article_id,
-                days_ago: h.days_ago,
-                channel: h.channel,
+            .map(|h| {
+                let day = match &h.date {
+                    Some(d) => recforge_infer::dates::parse_ymd(d)
+                        .map(i64::from)
+                        .ok_or_else(|| Error::Data {
+                            path: path.to_path_buf(),
+                            line: i + 1,
+                            msg: format!(
+                                "date `{d}` of article `{}`: use YYYY-MM-DD",
+                                h.article_id
+                            ),
+                        })?,
+                    None => today - h.days_ago.max(0.0).round() as i64,
+                };
+                Ok(Dated {
+                    article: h.article_id,
+                    day,
+                    channel: h.channel,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
+        // Oldest first, whatever order the file had (stable within a day).
+        history.sort_by_key(|d| d.day);
         if out
             .insert(
                 c.customer_id.clone(),
@@ -430,16 +649,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn events_join_histories_in_date_order_within_the_cap() {
+        let d = |a: &str, day| Dated {
+            article: a.into(),
+            day,
+            channel: None,
+        };
+        let mut c = Customer {
+            history: vec![d("x", 10), d("y", 12)],
+            attributes: HashMap::new(),
+        };
+        c.push(d("late-arrival", 11), 3);
+        c.push(d("z", 12), 3);
+        let order: Vec<&str> = c.history.iter().map(|p| p.article.as_str()).collect();
+        assert_eq!(
+            order,
+            ["late-arrival", "y", "z"],
+            "x, the oldest, made room"
+        );
+        let ages: Vec<f64> = c.purchases(15).iter().map(|p| p.days_ago).collect();
+        assert_eq!(ages, [4.0, 3.0, 3.0]);
+        // A future-dated purchase counts as today's.
+        c.push(d("w", 20), 3);
+        assert_eq!(c.purchases(15).last().unwrap().days_ago, 0.0);
+    }
+
+    #[test]
     fn bad_customer_and_price_lines_name_file_and_line() {
         let dir = std::env::temp_dir().join(format!("recforge-serve-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let c = dir.join("customers.jsonl");
         std::fs::write(&c, "{\"customer_id\": \"a\"}\n\n{\"customer_id\": 7}\n").unwrap();
-        let err = read_customers(&c).err().unwrap().to_string();
+        let err = read_customers(&c, 0).err().unwrap().to_string();
         assert!(err.contains("customers.jsonl, line 3"), "{err}");
+        std::fs::write(
+            &c,
+            "{\"customer_id\": \"a\", \"history\": [{\"article_id\": \"x\", \"date\": \"2020-02-30\"}]}\n",
+        )
+        .unwrap();
+        let err = read_customers(&c, 0).err().unwrap().to_string();
+        assert!(
+            err.contains("line 1") && err.contains("2020-02-30"),
+            "{err}"
+        );
+        std::fs::write(
+            &c,
+            "{\"customer_id\": \"a\", \"history\": [{\"article_id\": \"y\", \"date\": \"1970-01-11\"}, {\"article_id\": \"x\", \"days_ago\": 3}]}\n",
+        )
+        .unwrap();
+        let got = read_customers(&c, 20).unwrap();
+        let ages: Vec<(String, f64)> = got["a"]
+            .purchases(21)
+            .into_iter()
+            .map(|p| (p.article, p.days_ago))
+            .collect();
+        assert_eq!(ages, [("y".to_string(), 11.0), ("x".to_string(), 4.0)]);
         std::fs::write(&c, "{\"customer_id\": \"a\"}\n{\"customer_id\": \"a\"}\n").unwrap();
         assert!(
-            read_customers(&c)
+            read_customers(&c, 0)
                 .err()
                 .unwrap()
                 .to_string()

@@ -75,6 +75,8 @@ pub fn run(
     let dir = tempfile::tempdir()?;
     let models = dir.path().join("models");
     let mut bodies = String::new();
+    // The ranking bundle's histories are served as of its day.
+    let mut today = String::new();
     let what = if ranking {
         // The whole ranking system on a synthetic log of `customers`
         // customers; every customer with a purchase is requested.
@@ -94,6 +96,10 @@ pub fn run(
             usize::MAX,
             Some(built.day),
         )?;
+        today = format!(
+            "today = \"{}\"\n",
+            recforge::util::dates::format_ymd(built.day as i32)
+        );
         std::fs::rename(
             serving.join("customers.jsonl"),
             dir.path().join("customers.jsonl"),
@@ -144,7 +150,7 @@ customers with {len}-purchase histories"
     std::fs::write(
         dir.path().join("serve.toml"),
         format!(
-            "models_dir = \"models\"\nadmin_token = \"{token}\"\nport = {port}\nworkers = {workers}\n\n[tenants.hm]\nbundle = \"hm\"\ncustomers = \"customers.jsonl\"\n"
+            "models_dir = \"models\"\nadmin_token = \"{token}\"\nport = {port}\nworkers = {workers}\n\n[tenants.hm]\nbundle = \"hm\"\ncustomers = \"customers.jsonl\"\n{today}"
         ),
     )?;
     let t = Instant::now();

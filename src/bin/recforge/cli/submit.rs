@@ -86,5 +86,10 @@ pub fn serving_data(a: ServingDataArgs) -> Result<()> {
         w.with_history,
         w.priced_articles
     );
+    println!(
+        "histories end before {}; to serve them as of that day, set `today = \"{}\"` in the tenant's config (without it the server ages them by its clock)",
+        recforge::util::dates::format_ymd(w.day as i32),
+        recforge::util::dates::format_ymd(w.day as i32)
+    );
     Ok(())
 }

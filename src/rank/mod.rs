@@ -41,6 +41,7 @@ use crate::rank::blend::{BlendConfig, Blender};
 use crate::rank::candidates::{CandidateConfig, Generator, List};
 use crate::rank::features::{Context, Feature, Group, Row};
 use crate::rank::gbdt::{RowSet, TreeConfig, TreeObjective};
+use crate::util::progress::Counter;
 use crate::util::rng::Rng;
 use recforge_infer::engine::Model;
 use recforge_infer::rank::bundle;
@@ -205,6 +206,7 @@ impl Ranker {
         seed: u64,
     ) -> Result<Collected> {
         let mut out = Collected::default();
+        let mut progress = Counter::new("second stage: training customers", targets.users.len());
         for (c, (users, truths)) in targets
             .users
             .chunks(CHUNK)
@@ -213,7 +215,9 @@ impl Ranker {
         {
             let prepared = self.prepare(users, false)?;
             out.extend(label(&prepared, truths, negatives, seed, c * CHUNK));
+            progress.add(users.len());
         }
+        progress.finish();
         Ok(out)
     }
 }
@@ -537,6 +541,7 @@ fn fit_second_stage(
     let mut vp = Vec::new();
     let mut kept_truth = Vec::new();
     let mut missed = Vec::new();
+    let mut progress = Counter::new("second stage: validation customers", vt.users.len());
     for (c, (users, truths)) in vt
         .users
         .chunks(CHUNK)
@@ -562,7 +567,9 @@ fn fit_second_stage(
                 missed.push((c * CHUNK + k, list));
             }
         }
+        progress.add(users.len());
     }
+    progress.finish();
     let valid = label(&vp, &kept_truth, None, 0, 0).trees;
     // Every kept customer has a bought candidate, so `valid` holds each
     // one's rows in order: they are read from there, not held twice.
@@ -791,6 +798,7 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
     let mut picks: Vec<Vec<Vec<u32>>> = vec![Vec::with_capacity(targets.len()); scorers.len()];
     let mut full = Vec::with_capacity(targets.len());
     let mut cands: Vec<List> = Vec::with_capacity(targets.len());
+    let mut progress = Counter::new("ranking: test customers", targets.users.len());
     for chunk in targets.users.chunks(CHUNK) {
         let prepared = r.prepare(chunk, true)?;
         for (s, (_, scorer)) in scorers.iter().enumerate() {
@@ -805,7 +813,9 @@ pub fn rank_test_period(ds: &Dataset, target_days: u32, set: &RankSettings) -> R
             });
             cands.push(p.candidates);
         }
+        progress.add(chunk.len());
     }
+    progress.finish();
     let served_system = second
         .as_ref()
         .filter(|s| !s.models.is_empty())

@@ -31,8 +31,10 @@ pub fn write(
     let mut f = AtomicFile::create(path)?;
     f.write_all(b"customer_id,prediction\n")?;
     let users: Vec<u32> = (1..ds.users.len() as u32).collect();
+    let mut progress = crate::util::progress::Counter::new("submission: customers", users.len());
     for chunk in users.chunks(chunk.max(1)) {
         let got = lists(chunk)?;
+        progress.add(chunk.len());
         let mut text = String::with_capacity(chunk.len() * (65 + 11 * K));
         for (&u, list) in chunk.iter().zip(&got) {
             if list.len() < K {
@@ -57,6 +59,7 @@ pub fn write(
         }
         f.write_all(text.as_bytes())?;
     }
+    progress.finish();
     f.commit()?;
     check(ds, path)
 }

@@ -4,5 +4,6 @@
 /// Calendar days live in the inference crate, which the server shares.
 pub use recforge_infer::dates;
 pub mod fsutil;
+pub mod progress;
 pub mod resources;
 pub mod rng;

@@ -519,7 +519,9 @@ impl Experiment {
 
 /// `a.b.c=value`: the value is read as TOML (number, bool, array, quoted
 /// string) and falls back to a bare string, so `--set data.split=loo` works.
-fn apply_override(tree: &mut toml::Table, spec: &str) -> Result<()> {
+/// Sets `KEY=VALUE` (a dotted key; the value read as TOML, else as a
+/// string) in a config's TOML tree before it is read.
+pub(crate) fn apply_override(tree: &mut toml::Table, spec: &str) -> Result<()> {
     let (key, raw) = spec
         .split_once('=')
         .ok_or_else(|| Error::Config(format!("--set `{spec}`: expected KEY=VALUE")))?;

@@ -111,9 +111,49 @@ impl Default for ObjectiveConfig {
 
 impl PipelineConfig {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &[], None)
+    }
+
+    /// Reads `path` with `KEY=VALUE` overrides applied to its TOML (as
+    /// `train --set` does, e.g. `trees.rounds=50`); `ranker:KEY=VALUE` and
+    /// `retrieval:KEY=VALUE` are added to that model's experiment
+    /// overrides (after the file's own). `device`, when given, is set in
+    /// both models' experiments.
+    pub fn load_with(
+        path: &Path,
+        overrides: &[String],
+        device: Option<crate::config::device::DeviceChoice>,
+    ) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: PipelineConfig =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let named = |e: String| Error::Config(format!("{}: {e}", path.display()));
+        let mut tree: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| named(e.to_string()))?;
+        let mut staged = Vec::new();
+        for o in overrides {
+            match o.split_once(':') {
+                Some((stage @ ("ranker" | "retrieval"), rest)) => staged.push((stage, rest)),
+                _ => crate::config::experiment::apply_override(&mut tree, o)
+                    .map_err(|e| named(e.to_string()))?,
+            }
+        }
+        let mut cfg: PipelineConfig = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| named(e.to_string()))?;
+        for (stage, o) in staged {
+            let s = if stage == "ranker" {
+                &mut cfg.ranker
+            } else {
+                &mut cfg.retrieval
+            };
+            s.set.push(o.to_string());
+        }
+        if let Some(d) = device {
+            let v = toml::Value::try_from(d).map_err(|e| named(e.to_string()))?;
+            for stage in [&mut cfg.retrieval, &mut cfg.ranker] {
+                stage.set.push(format!("device={v}"));
+            }
+        }
         if cfg.data.raw.is_some() == cfg.data.synth.is_some() {
             return Err(Error::Config(format!(
                 "{}: give exactly one of data.raw (raw H&M files) and data.synth (a generator config)",
@@ -685,4 +725,40 @@ fn submission(
             .collect())
     })?;
     Ok(check.rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_reach_the_pipeline_and_its_models() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.toml");
+        let plain = PipelineConfig::load(&path).unwrap();
+        let cfg = PipelineConfig::load_with(
+            &path,
+            &["trees.weeks=3".into(), "ranker:optim.lr=0.002".into()],
+            Some(crate::config::device::DeviceChoice::Flex),
+        )
+        .unwrap();
+        assert_eq!(cfg.trees.weeks, 3);
+        assert_ne!(plain.trees.weeks, 3);
+        // The file's own model overrides stay, the new ones come after.
+        assert_eq!(
+            cfg.ranker.set[..plain.ranker.set.len()],
+            plain.ranker.set[..]
+        );
+        assert_eq!(
+            cfg.ranker.set[plain.ranker.set.len()..],
+            ["optim.lr=0.002".to_string(), "device=\"flex\"".to_string()]
+        );
+        assert_eq!(cfg.retrieval.set.last().unwrap(), "device=\"flex\"");
+        let err = PipelineConfig::load_with(&path, &["trees.wekks=3".into()], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("quickstart.toml") && err.contains("wekks"),
+            "{err}"
+        );
+    }
 }

@@ -16,10 +16,17 @@ pub struct RunArgs {
     /// Report directory (default experiments/results/<name>).
     #[arg(long)]
     report_dir: Option<PathBuf>,
+    /// Override a config value, e.g. `--set trees.rounds=50`, or a model's:
+    /// `--set ranker:optim.lr=0.002` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The models' backend; overrides their experiments' `device`.
+    #[arg(long, value_enum)]
+    device: Option<recforge::config::device::DeviceChoice>,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let cfg = PipelineConfig::load(&a.config)?;
+    let cfg = PipelineConfig::load_with(&a.config, &a.set, a.device)?;
     let run_dir = a
         .run_dir
         .unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));

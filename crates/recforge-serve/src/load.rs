@@ -20,6 +20,120 @@ pub struct LoadConfig {
     pub threads: usize,
     /// Request bodies, used in turn.
     pub bodies: Vec<String>,
+    /// Live changes sent beside the requests (the soak benchmark).
+    pub churn: Option<Churn>,
+}
+
+/// What a soak sends beside the recommendations, each on its own thread
+/// at its own rate: sold-out and back-in-stock marks, purchase events,
+/// new articles, and reloads of the running bundle.
+pub struct Churn {
+    /// The tenant's base URL, e.g. http://127.0.0.1:8080/v1/hm.
+    pub tenant_url: String,
+    pub token: String,
+    /// Articles to mark and to buy.
+    pub articles: Vec<String>,
+    /// Customers who buy.
+    pub customers: Vec<String>,
+    pub availability_per_s: f64,
+    pub events_per_s: f64,
+    pub items_per_s: f64,
+    pub reload_every_s: f64,
+}
+
+/// Calls of one kind of change, and how many did not answer 200.
+#[derive(Debug, Clone, Default)]
+pub struct ChurnCount {
+    pub sent: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChurnReport {
+    pub availability: ChurnCount,
+    pub events: ChurnCount,
+    pub items: ChurnCount,
+    pub reloads: ChurnCount,
+}
+
+/// Sends change `make(i)` to `route` every `1/per_s` seconds until `end`.
+fn churn_loop(
+    c: &Churn,
+    route: &str,
+    per_s: f64,
+    end: Instant,
+    make: impl Fn(usize) -> String,
+) -> ChurnCount {
+    let mut n = ChurnCount::default();
+    if per_s <= 0.0 {
+        return n;
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let start = Instant::now();
+    let url = format!("{}/{route}", c.tenant_url);
+    loop {
+        let due = start + Duration::from_secs_f64(n.sent as f64 / per_s);
+        if due >= end {
+            return n;
+        }
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let ok = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", c.token))
+            .send(make(n.sent).as_bytes())
+            .is_ok_and(|mut r| r.status().as_u16() == 200 && r.body_mut().read_to_string().is_ok());
+        n.sent += 1;
+        n.failed += usize::from(!ok);
+    }
+}
+
+fn run_churn(c: &Churn, end: Instant) -> ChurnReport {
+    let pick = |list: &[String], i: usize| list[(i * 7919) % list.len()].clone();
+    std::thread::scope(|s| {
+        let availability = s.spawn(|| {
+            churn_loop(c, "items/availability", c.availability_per_s, end, |i| {
+                let a = pick(&c.articles, i / 2);
+                // Out of stock, then back: the pool stays about as large.
+                if i % 2 == 0 {
+                    serde_json::json!({"sold_out": [a]}).to_string()
+                } else {
+                    serde_json::json!({"in_stock": [a]}).to_string()
+                }
+            })
+        });
+        let events = s.spawn(|| {
+            churn_loop(c, "events", c.events_per_s, end, |i| {
+                serde_json::json!({"events": [{
+                    "customer_id": pick(&c.customers, i),
+                    "article_id": pick(&c.articles, i + 1),
+                    "price": 0.03,
+                }]})
+                .to_string()
+            })
+        });
+        let items = s.spawn(|| {
+            churn_loop(c, "items", c.items_per_s, end, |i| {
+                serde_json::json!({"items": [{"article_id": format!("SOAK-{i}"), "price": 0.02}]})
+                    .to_string()
+            })
+        });
+        let reloads =
+            s.spawn(|| churn_loop(c, "reload", 1.0 / c.reload_every_s, end, |_| String::new()));
+        let join = |h: std::thread::ScopedJoinHandle<'_, ChurnCount>| h.join().unwrap_or_default();
+        ChurnReport {
+            availability: join(availability),
+            events: join(events),
+            items: join(items),
+            reloads: join(reloads),
+        }
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +146,7 @@ pub struct LoadReport {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    pub churn: Option<ChurnReport>,
 }
 
 impl LoadReport {
@@ -59,7 +174,12 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
     let results = Mutex::new(Vec::with_capacity(total));
     let failed = AtomicUsize::new(0);
     let t0 = Instant::now() + Duration::from_millis(100);
-    std::thread::scope(|s| {
+    let end = t0 + Duration::from_secs_f64(cfg.seconds);
+    let churn = std::thread::scope(|s| {
+        let churn = cfg
+            .churn
+            .as_ref()
+            .map(|c| s.spawn(move || run_churn(c, end)));
         for _ in 0..cfg.threads {
             s.spawn(|| {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -101,6 +221,7 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
                     .extend(mine);
             });
         }
+        churn.map(|h| h.join().unwrap_or_default())
     });
     let wall_s = t0.elapsed().as_secs_f64();
     let mut lat = results.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -114,5 +235,6 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport> {
         p90_ms: percentile(&lat, 0.9),
         p99_ms: percentile(&lat, 0.99),
         max_ms: lat.last().copied().unwrap_or(f64::NAN),
+        churn,
     })
 }

@@ -66,6 +66,7 @@ pub fn run(
     threads: usize,
     workers: usize,
     ranking: bool,
+    soak: Option<f64>,
     out: &Path,
 ) -> Result<()> {
     ensure!(
@@ -150,7 +151,12 @@ customers with {len}-purchase histories"
     std::fs::write(
         dir.path().join("serve.toml"),
         format!(
-            "models_dir = \"models\"\nadmin_token = \"{token}\"\nport = {port}\nworkers = {workers}\n\n[tenants.hm]\nbundle = \"hm\"\ncustomers = \"customers.jsonl\"\n{today}"
+            "models_dir = \"models\"\nadmin_token = \"{token}\"\nport = {port}\nworkers = {workers}\n\n{state}\n[tenants.hm]\nbundle = \"hm\"\ncustomers = \"customers.jsonl\"\n{today}",
+            state = if soak.is_some() {
+                "state_dir = \"state\"\n"
+            } else {
+                ""
+            },
         ),
     )?;
     let t = Instant::now();
@@ -166,14 +172,21 @@ customers with {len}-purchase histories"
     wait_listening(port, &mut server.0)?;
     let startup_s = t.elapsed().as_secs_f64();
     let url = format!("http://127.0.0.1:{port}/v1/hm/recommend");
-    let load = |rate: f64, secs: f64| -> Result<Value> {
-        let out = Command::new(sibling("recforge-serve")?)
-            .args(["load", "--url", &url, "--bodies"])
+    let articles = dir.path().join("articles.txt");
+    let load = |rate: f64, secs: f64, churn: bool| -> Result<Value> {
+        let mut cmd = Command::new(sibling("recforge-serve")?);
+        cmd.args(["load", "--url", &url, "--bodies"])
             .arg(dir.path().join("bodies.jsonl"))
             .args(["--rate", &rate.to_string(), "--seconds", &secs.to_string()])
-            .args(["--threads", &threads.to_string()])
-            .output()
-            .context("running recforge-serve load")?;
+            .args(["--threads", &threads.to_string()]);
+        if churn {
+            cmd.args(["--churn-token", token, "--churn-articles"])
+                .arg(&articles);
+            if ranking {
+                cmd.arg("--churn-no-items");
+            }
+        }
+        let out = cmd.output().context("running recforge-serve load")?;
         ensure!(
             out.status.success(),
             "load generator failed: {}",
@@ -182,12 +195,51 @@ customers with {len}-purchase histories"
         Ok(serde_json::from_slice(&out.stdout)?)
     };
     // Warm-up: first touches of the item table and the customer map.
-    load(rates[0], 2.0)?;
+    load(rates[0], 2.0, false)?;
+    if let Some(secs) = soak {
+        // Articles the churn marks and buys: ids the bundle serves.
+        let pool: Vec<String> = if ranking {
+            std::fs::read_to_string(dir.path().join("customers.jsonl"))?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .flat_map(|v| {
+                    v["history"]
+                        .as_array()
+                        .map(|h| {
+                            h.iter()
+                                .filter_map(|x| x["article_id"].as_str().map(str::to_string))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                })
+                .take(2000)
+                .collect()
+        } else {
+            (1..=items.min(2000))
+                .map(|a| format!("{:010}", 100_000_000 + a))
+                .collect()
+        };
+        std::fs::write(&articles, pool.join("\n"))?;
+        return soak_run(
+            SoakRun {
+                server: &mut server.0,
+                rate: rates[0],
+                seconds: secs,
+                workers,
+                threads,
+                what: &what,
+                startup_s,
+                ranking,
+                out,
+            },
+            |rate, secs| load(rate, secs, true),
+        );
+    }
     let mut rows = String::new();
     let mut at_500 = None;
     for &rate in rates {
         eprintln!("{rate} requests/s for {seconds} s ...");
-        let r = load(rate, seconds)?;
+        let r = load(rate, seconds, false)?;
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         if (rate - 500.0).abs() < 1e-9 {
             at_500 = Some(f("p99_ms"));
@@ -231,5 +283,156 @@ latency runs from each request's due time to its full response. Server start (bu
     );
     recforge::util::fsutil::write_atomic(out, table.as_bytes())?;
     println!("{table}\nwritten to {}", out.display());
+    Ok(())
+}
+
+/// What one soak needs to know.
+struct SoakRun<'a> {
+    server: &'a mut Child,
+    rate: f64,
+    seconds: f64,
+    workers: usize,
+    threads: usize,
+    what: &'a str,
+    startup_s: f64,
+    ranking: bool,
+    out: &'a Path,
+}
+
+/// The peak of the samples (and of `before`), and every tenth sample.
+fn samples_peak(samples: &[(f64, f64)], before: Option<f64>) -> (f64, Vec<(f64, f64)>) {
+    let peak = samples
+        .iter()
+        .map(|s| s.1)
+        .fold(before.unwrap_or(0.0), f64::max);
+    (peak, samples.iter().step_by(10).copied().collect())
+}
+
+/// Resident memory of process `pid` in MiB (Linux; None elsewhere).
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The soak: the load with churn, the server's memory sampled each second.
+fn soak_run(s: SoakRun, load: impl Fn(f64, f64) -> Result<Value>) -> Result<()> {
+    let pid = s.server.id();
+    let before = rss_mib(pid);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    eprintln!(
+        "soak: {} requests/s for {} s with churn ...",
+        s.rate, s.seconds
+    );
+    let (r, peak) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            // (seconds since the soak began, MiB), each second.
+            let t0 = Instant::now();
+            let mut samples = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(m) = rss_mib(pid) {
+                    samples.push((t0.elapsed().as_secs_f64(), m));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            samples
+        });
+        let r = load(s.rate, s.seconds);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, sampler.join().unwrap_or_default())
+    });
+    let peak = samples_peak(&peak, before);
+    let timeline: String = peak
+        .1
+        .iter()
+        .map(|(t, m)| format!("| {t:.0} | {m:.0} |\n"))
+        .collect();
+    let peak = peak.0;
+    let r = r?;
+    let after = rss_mib(pid);
+    if let Some(status) = s.server.try_wait()? {
+        bail!("recforge-serve exited with {status} during the soak");
+    }
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let churn = |k: &str| {
+        (
+            r["churn"][k]["sent"].as_u64().unwrap_or(0),
+            r["churn"][k]["failed"].as_u64().unwrap_or(0),
+        )
+    };
+    let mut changes = String::new();
+    let mut change_failures = 0;
+    for (k, label) in [
+        ("availability", "sold-out / in-stock marks"),
+        ("events", "purchase events"),
+        ("items", "new articles"),
+        ("reloads", "reloads of the running bundle"),
+    ] {
+        let (sent, failed) = churn(k);
+        change_failures += failed;
+        changes.push_str(&format!("| {label} | {sent} | {failed} |\n"));
+    }
+    let mem = |m: Option<f64>| m.map_or("n/a".to_string(), |m| format!("{m:.0}"));
+    let growth = match (before, after) {
+        (Some(b), Some(a)) => format!("{:+.0} MiB ({:+.1}%)", a - b, 100.0 * (a - b) / b),
+        _ => "n/a".into(),
+    };
+    let failed = f("failed");
+    let verdict = if failed == 0.0 && change_failures == 0 {
+        format!(
+            "**0 failed requests and 0 failed changes; p99 {:.2} ms; resident memory {growth} over the soak.**",
+            f("p99_ms")
+        )
+    } else {
+        format!(
+            "**{failed} failed requests and {change_failures} failed changes** (p99 {:.2} ms; memory {growth}).",
+            f("p99_ms")
+        )
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let profile = if cfg!(debug_assertions) {
+        "debug build; dependencies and recforge-infer optimised"
+    } else {
+        "release build"
+    };
+    let table = format!(
+        "# HTTP soak\n\n`recforge bench http --soak{}` ({profile}, {cores} CPU cores shared by server and clients). \
+One `recforge-serve` process ({} worker threads, journal in `state_dir`) serves {}; `recforge-serve load` \
+({} client threads) sends `POST /v1/hm/recommend {{\"customer_id\", \"k\": 12}}` open loop at {:.0} requests/s for {:.0} s \
+while four more threads send live changes through the admin routes, each journaled and fsync'd before it returns. \
+Server start: {:.1} s.\n\n\
+| requests | achieved req/s | ok | failed | p50 ms | p90 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+| {} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n\n\
+| change | sent | failed |\n|---|---:|---:|\n{changes}\n\
+| server resident memory | MiB |\n|---|---:|\n| after warm-up | {} |\n| peak (sampled each second) | {:.0} |\n| after the soak | {} |\n\n\
+Resident memory during the soak, every 10 s:\n\n| s | MiB |\n|---:|---:|\n{timeline}\n{verdict}\n",
+        if s.ranking { " --ranking" } else { "" },
+        s.workers,
+        s.what,
+        s.threads,
+        s.rate,
+        s.seconds,
+        s.startup_s,
+        f("sent"),
+        f("rate"),
+        f("ok"),
+        failed,
+        f("p50_ms"),
+        f("p90_ms"),
+        f("p99_ms"),
+        f("max_ms"),
+        mem(before),
+        peak,
+        mem(after),
+    );
+    recforge::util::fsutil::write_atomic(s.out, table.as_bytes())?;
+    println!("{table}\nwritten to {}", s.out.display());
     Ok(())
 }

@@ -152,9 +152,20 @@ pub enum BenchCmd {
         /// customers (the whole two-stage system) instead of one model.
         #[arg(long)]
         ranking: bool,
+        /// Soak instead of the rate sweep: `--soak-seconds` at
+        /// `--soak-rate`, with sold-out marks, purchase events, new
+        /// articles and reloads sent meanwhile; records failures, p99 and
+        /// the server's resident memory (to benches/results/http_soak.md
+        /// unless `--out` says otherwise).
+        #[arg(long)]
+        soak: bool,
+        #[arg(long, default_value_t = 60.0)]
+        soak_seconds: f64,
+        #[arg(long, default_value_t = 500.0)]
+        soak_rate: f64,
         /// Markdown table to write.
-        #[arg(long, default_value = "benches/results/http.md")]
-        out: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -228,10 +239,25 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             threads,
             workers,
             ranking,
+            soak,
+            soak_seconds,
+            soak_rate,
             out,
-        } => crate::bench::http::run(
-            items, customers, len, &rates, seconds, threads, workers, ranking, &out,
-        ),
+        } => {
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from(if soak {
+                    "benches/results/http_soak.md"
+                } else {
+                    "benches/results/http.md"
+                })
+            });
+            // The warm-up runs at the first rate: the soak's.
+            let rates = if soak { vec![soak_rate] } else { rates };
+            let soak = soak.then_some(soak_seconds);
+            crate::bench::http::run(
+                items, customers, len, &rates, seconds, threads, workers, ranking, soak, &out,
+            )
+        }
     }
 }
 

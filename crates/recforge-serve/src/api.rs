@@ -79,6 +79,12 @@ fn default_k() -> usize {
 
 pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
     let req: RecommendRequest = parse(body)?;
+    let value = checked_answer(t, max_k, &req)?;
+    record_impressions(t, &req, &value);
+    Ok(value)
+}
+
+fn checked_answer(t: &Tenant, max_k: usize, req: &RecommendRequest) -> ApiResult {
     if req.k == 0 || req.k > max_k {
         return Err(ApiError::new(
             422,
@@ -86,10 +92,15 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
             format!("k = {} is outside 1..={max_k}", req.k),
         ));
     }
-    let value = answer(t, &req)?;
+    answer(t, req)
+}
+
+/// The articles of an answer given to an identified customer become
+/// impressions of the arm that answered.
+fn record_impressions(t: &Tenant, req: &RecommendRequest, value: &Value) {
     if let Some(id) = &req.customer_id
         && let (Some(variant), Some(items)) = (
-            crate::http::variant_label(&value),
+            crate::http::variant_label(value),
             value.get("items").and_then(Value::as_array),
         )
     {
@@ -102,7 +113,6 @@ pub fn recommend(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
             unix_now(),
         );
     }
-    Ok(value)
 }
 
 #[derive(Deserialize)]
@@ -116,8 +126,15 @@ pub const MAX_BATCH: usize = 1000;
 
 /// Several recommendations in one call: each answered as
 /// [`recommend`] would, in order, an error standing in the place of a
-/// request that fails (the others still answered).
-pub fn recommend_batch(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
+/// request that fails (the others still answered). `abandoned` is set
+/// when the caller stopped waiting (the deadline): the work stops, and
+/// nothing counts as shown.
+pub fn recommend_batch(
+    t: &Tenant,
+    max_k: usize,
+    body: &[u8],
+    abandoned: &std::sync::atomic::AtomicBool,
+) -> ApiResult {
     let req: BatchRequest = parse(body)?;
     if req.requests.is_empty() || req.requests.len() > MAX_BATCH {
         return Err(ApiError::new(
@@ -129,21 +146,34 @@ pub fn recommend_batch(t: &Tenant, max_k: usize, body: &[u8]) -> ApiResult {
             ),
         ));
     }
-    let results: Vec<Value> = req
-        .requests
-        .iter()
-        .map(|r| {
-            let one = serde_json::to_vec(r).unwrap_or_default();
-            match recommend(t, max_k, &one) {
-                Ok(v) => v,
-                Err(e) => {
-                    let mut b = e.body();
-                    b["status"] = json!(e.status);
-                    b
-                }
+    let mut answered = Vec::with_capacity(req.requests.len());
+    for (i, r) in req.requests.iter().enumerate() {
+        if abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ApiError::new(
+                503,
+                "deadline",
+                format!("the batch was abandoned at its deadline, after {i} requests"),
+            ));
+        }
+        let one = RecommendRequest::deserialize(r)
+            .map_err(|e| ApiError::new(400, "bad_json", format!("request body: {e}")))
+            .and_then(|q| checked_answer(t, max_k, &q).map(|v| (q, v)));
+        answered.push(one);
+    }
+    let results = answered
+        .into_iter()
+        .map(|one| match one {
+            Ok((q, v)) => {
+                record_impressions(t, &q, &v);
+                v
+            }
+            Err(e) => {
+                let mut b = e.body();
+                b["status"] = json!(e.status);
+                b
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
     Ok(json!({"tenant": t.name, "results": results}))
 }
 
@@ -632,9 +662,14 @@ pub fn events(t: &Tenant, body: &[u8]) -> ApiResult {
     t.add_events(&events);
     drop(live);
     let now = unix_now();
+    t.attribution.received(events.len());
     let prices = t.prices.read().unwrap_or_else(|e| e.into_inner());
+    // Only a purchase made now (today or yesterday, for one that took a
+    // while to arrive) follows from a response just shown; a backfilled
+    // one extends the history but credits no arm.
     let attributed = events
         .iter()
+        .filter(|e| e.day >= today - 1)
         .filter(|e| {
             let value = e
                 .price

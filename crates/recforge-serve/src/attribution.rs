@@ -11,12 +11,13 @@
 //! between arms gets Welch's interval.
 //!
 //! Requests without a customer id cannot be attributed (they always go to
-//! arm "a"), so they are not impressions here. What is kept per customer
-//! is bounded (the latest [`PER_CUSTOMER`] impressions) and so is the
-//! whole table ([`Attribution::new`]'s `max_tracked`); impressions beyond
-//! it are counted as `untracked`, so an undercount is visible, never
-//! silent. The state lives in memory: it restarts with the server, as
-//! Prometheus counters do.
+//! arm "a"), so they are not impressions here. What is kept is bounded:
+//! per customer the latest [`PER_CUSTOMER`] impressions, and per tenant
+//! [`Attribution::new`]'s `max_tracked` entries (impressions plus one per
+//! response), the oldest going first once expired or when room is needed.
+//! Impressions dropped before their window ended are counted as
+//! `evicted`, so an undercount is visible, never silent. The state lives
+//! in memory: it restarts with the server, as Prometheus counters do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -38,7 +39,8 @@ struct Shown {
 pub struct Arm {
     pub responses: u64,
     pub impressions: u64,
-    pub untracked: u64,
+    /// Impressions dropped before their window ended (memory bounds).
+    pub evicted: u64,
     pub purchases: u64,
     pub revenue: f64,
     /// Sum over impressions of their value squared (for the interval).
@@ -69,6 +71,9 @@ impl Arm {
 
 struct State {
     shown: HashMap<String, VecDeque<Shown>>,
+    /// Every tracked response, oldest first: (when, customer).
+    order: VecDeque<(f64, String)>,
+    /// Impressions held in `shown`.
     tracked: usize,
     arms: BTreeMap<&'static str, Arm>,
     /// Purchase events seen, attributed or not.
@@ -113,6 +118,7 @@ impl Attribution {
             max_tracked,
             state: Mutex::new(State {
                 shown: HashMap::new(),
+                order: VecDeque::new(),
                 tracked: 0,
                 arms: BTreeMap::new(),
                 events: 0,
@@ -135,24 +141,23 @@ impl Attribution {
     ) {
         let mut guard = self.lock();
         let s = &mut *guard;
+        let n = articles.len();
         let arm = s.arms.entry(variant).or_default();
         arm.responses += 1;
-        arm.impressions += articles.len() as u64;
-        let window = self.window_s;
-        let list = s.shown.entry(customer.to_string()).or_default();
-        // Expired impressions can no longer be attributed.
-        while list.front().is_some_and(|x| now - x.at > window) {
-            list.pop_front();
-            s.tracked -= 1;
+        arm.impressions += n as u64;
+        if n == 0 {
+            return;
         }
+        self.evict(s, now, n + 1);
+        let list = s.shown.entry(customer.to_string()).or_default();
         for a in articles {
-            if list.len() == PER_CUSTOMER {
-                list.pop_front();
+            if list.len() == PER_CUSTOMER
+                && let Some(old) = list.pop_front()
+            {
                 s.tracked -= 1;
-            }
-            if s.tracked >= self.max_tracked {
-                arm.untracked += 1;
-                continue;
+                if now - old.at <= self.window_s {
+                    s.arms.entry(old.variant).or_default().evicted += 1;
+                }
             }
             list.push_back(Shown {
                 article: a.to_string(),
@@ -161,6 +166,36 @@ impl Attribution {
                 value: 0.0,
             });
             s.tracked += 1;
+        }
+        s.order.push_back((now, customer.to_string()));
+    }
+
+    /// Drops the oldest responses' impressions while they are expired, or
+    /// while `room` more entries would not fit.
+    fn evict(&self, s: &mut State, now: f64, room: usize) {
+        while let Some((at, _)) = s.order.front() {
+            let expired = now - at > self.window_s;
+            let full = s.tracked + s.order.len() + room > self.max_tracked;
+            if !expired && !full {
+                break;
+            }
+            let Some((at, customer)) = s.order.pop_front() else {
+                break;
+            };
+            let Some(list) = s.shown.get_mut(&customer) else {
+                continue;
+            };
+            while list.front().is_some_and(|x| x.at <= at) {
+                if let Some(old) = list.pop_front() {
+                    s.tracked -= 1;
+                    if !expired {
+                        s.arms.entry(old.variant).or_default().evicted += 1;
+                    }
+                }
+            }
+            if list.is_empty() {
+                s.shown.remove(&customer);
+            }
         }
     }
 
@@ -176,7 +211,6 @@ impl Attribution {
     ) -> Option<&'static str> {
         let mut guard = self.lock();
         let s = &mut *guard;
-        s.events += 1;
         let list = s.shown.get_mut(customer)?;
         let shown = list
             .iter_mut()
@@ -195,6 +229,11 @@ impl Attribution {
     /// Every arm's totals, by variant.
     pub fn arms(&self) -> BTreeMap<&'static str, Arm> {
         self.lock().arms.clone()
+    }
+
+    /// `n` purchase events arrived (attributed or not).
+    pub fn received(&self, n: usize) {
+        self.lock().events += n as u64;
     }
 
     pub fn purchase_events(&self) -> u64 {
@@ -258,6 +297,7 @@ mod tests {
         // Never shown, or an unknown customer.
         assert_eq!(at.purchased("c1", "w", 1.0, 20.0), None);
         assert_eq!(at.purchased("c9", "x", 1.0, 20.0), None);
+        at.received(5);
         let r = at.report();
         assert_eq!(r.purchase_events, 5);
         let a = &r.arms["a"];
@@ -284,9 +324,36 @@ mod tests {
         // The oldest ten fell out of the customer's list.
         assert_eq!(at.purchased("c1", "i0", 1.0, 1.0), None);
         assert_eq!(at.purchased("c1", "i10", 1.0, 1.0), Some("a"));
-        at.shown("c2", "a", many.iter().map(String::as_str), 0.0);
+        assert_eq!(at.arms()["a"].evicted, 10);
+        // A second customer's list needs room: c1's response goes whole.
+        at.shown("c2", "a", many.iter().map(String::as_str), 1.0);
+        assert_eq!(at.purchased("c1", "i20", 1.0, 2.0), None);
+        assert_eq!(at.purchased("c2", "i20", 1.0, 2.0), Some("a"));
+        let s = at.lock();
+        assert_eq!(s.shown.len(), 1, "an emptied customer is forgotten");
+        assert!(s.tracked + s.order.len() <= 300);
+        drop(s);
         let arm = &at.arms()["a"];
         assert_eq!(arm.impressions, 2 * many.len() as u64);
-        assert_eq!(arm.untracked, (PER_CUSTOMER + many.len() - 300) as u64);
+        assert_eq!(arm.evicted, (10 + PER_CUSTOMER + 10) as u64);
+    }
+
+    #[test]
+    fn expired_responses_leave_the_table() {
+        let at = Attribution::new(10.0, 1_000);
+        for c in 0..50 {
+            at.shown(
+                &format!("c{c}"),
+                "a",
+                ["x", "y"].into_iter(),
+                c as f64 * 0.1,
+            );
+        }
+        // Much later, one more response: everything before it expired.
+        at.shown("late", "b", ["x"].into_iter(), 100.0);
+        let s = at.lock();
+        assert_eq!((s.shown.len(), s.tracked, s.order.len()), (1, 1, 1));
+        drop(s);
+        assert_eq!(at.arms()["a"].evicted, 0, "expiry is not eviction");
     }
 }

@@ -60,9 +60,9 @@ pub struct Config {
     /// changes and events last until the server stops.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
-    /// Impressions remembered for attributing purchases, over all tenants'
-    /// customers (about 100 bytes each); beyond it they are counted as
-    /// untracked.
+    /// Entries each tenant keeps for attributing purchases (impressions,
+    /// plus one per response; about 100 bytes each); the oldest go first
+    /// when room is needed, counted as evicted.
     #[serde(default = "default_max_tracked")]
     pub max_tracked_impressions: usize,
     /// One JSON line per request on stderr (request id, route, status,
@@ -93,7 +93,9 @@ impl AccessLog {
             AccessLog::Off => false,
             AccessLog::All => true,
             AccessLog::Sample(p) => {
-                let h = recforge_infer::bundle::fnv1a(request_id);
+                // Mixed: the server's own ids (r1, r2, ...) differ only in
+                // their last characters.
+                let h = crate::tenant::mix(recforge_infer::bundle::fnv1a(request_id));
                 ((h >> 11) as f64 / (1u64 << 53) as f64) < p
             }
         }

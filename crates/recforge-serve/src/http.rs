@@ -40,6 +40,8 @@ pub struct App {
     stopping: AtomicBool,
     /// Numbers requests that bring no `x-request-id`.
     next_id: AtomicU64,
+    /// Batches computed at once (one per worker thread).
+    batch_slots: tokio::sync::Semaphore,
 }
 
 /// A running server; `stop` ends it gracefully (no new connections; the
@@ -141,6 +143,7 @@ pub fn start(cfg: Config) -> Result<Server> {
         metrics: Metrics::default(),
         stopping: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
+        batch_slots: tokio::sync::Semaphore::new(workers.max(1)),
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let served = app.clone();
@@ -459,6 +462,8 @@ async fn tenant_route(
         // abandoned. Its arithmetic (about a millisecond) never yields, so
         // in practice the deadline bounds the wait for its body.
         let deadline = Duration::from_millis(app.cfg.request_timeout_ms);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let flag = abandoned.clone();
         let answer = async {
             let body = read_body(req, app.cfg.max_body_bytes, body_timeout).await?;
             let t = &app.tenants[tenant];
@@ -466,18 +471,25 @@ async fn tenant_route(
                 guarded(|| api::recommend(t, app.cfg.max_k, &body))
             } else {
                 // A batch is a thousand recommendations' work: off the
-                // request workers, so single requests keep their latency.
+                // request workers, so single requests keep their latency,
+                // and at most one per worker at a time.
+                let _slot =
+                    app.batch_slots.acquire().await.map_err(|_| {
+                        ApiError::new(503, "stopping", "the server is shutting down")
+                    })?;
                 let app2 = app.clone();
                 let tenant = tenant.to_string();
                 tokio::task::spawn_blocking(move || {
                     let t = &app2.tenants[&tenant];
-                    guarded(|| api::recommend_batch(t, app2.cfg.max_k, &body))
+                    guarded(|| api::recommend_batch(t, app2.cfg.max_k, &body, &flag))
                 })
                 .await
                 .map_err(|_| ApiError::new(500, "internal", "the batch task failed"))?
             }
         };
         let value = tokio::time::timeout(deadline, answer).await.map_err(|_| {
+            // A batch still running stops at its next request.
+            abandoned.store(true, Ordering::Relaxed);
             ApiError::new(
                 503,
                 "deadline",

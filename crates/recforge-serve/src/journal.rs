@@ -69,6 +69,9 @@ pub struct Journal {
     file: File,
     /// Bytes of whole records: where a failed append is cut back to.
     len: u64,
+    /// A failed append could not be cut back: the file may end in a torn
+    /// record, so nothing more is appended after it.
+    broken: bool,
 }
 
 /// What opening a journal found.
@@ -114,6 +117,13 @@ impl Journal {
             .create(true)
             .open(path)
             .map_err(io)?;
+        // One server per journal: two appending at once would interleave.
+        file.try_lock().map_err(|e| {
+            Error::Invalid(format!(
+                "{}: {e}; is another server using this state_dir?",
+                path.display()
+            ))
+        })?;
         if created {
             // The new file's name must survive a crash too.
             sync_dir(path).map_err(io)?;
@@ -165,6 +175,7 @@ the change it held was never confirmed",
                 path: path.to_path_buf(),
                 file,
                 len: good as u64,
+                broken: false,
             },
             Replay { records, torn },
         ))
@@ -174,6 +185,12 @@ the change it held was never confirmed",
     /// cut back to its last whole record and the change must not be
     /// applied.
     pub fn append(&mut self, r: &Record) -> Result<()> {
+        if self.broken {
+            return Err(Error::Invalid(format!(
+                "{}: an earlier write failed and could not be undone; restart the server to recover",
+                self.path.display()
+            )));
+        }
         let line = encode(r);
         let done = self
             .file
@@ -185,7 +202,11 @@ the change it held was never confirmed",
                 Ok(())
             }
             Err(source) => {
-                let _ = self.file.set_len(self.len);
+                self.broken = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|_| self.file.sync_data())
+                    .is_err();
                 Err(Error::Io {
                     path: self.path.clone(),
                     source,
@@ -267,6 +288,18 @@ mod tests {
         let (_, replay) = Journal::open(&path).unwrap();
         assert_eq!(replay.records.len(), 5);
         assert_eq!(replay.records[4], event(5));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_second_server_cannot_open_the_same_journal() {
+        let d = dir("lock");
+        let path = d.join("t.journal");
+        let (first, _) = Journal::open(&path).unwrap();
+        let err = Journal::open(&path).err().unwrap().to_string();
+        assert!(err.contains("another server"), "{err}");
+        drop(first);
+        assert!(Journal::open(&path).is_ok());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

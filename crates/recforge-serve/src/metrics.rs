@@ -114,9 +114,9 @@ impl Metrics {
                 String::new(),
             ),
             (
-                "recforge_impressions_untracked_total",
+                "recforge_impressions_evicted_total",
                 "counter",
-                "Impressions past the attribution table's bound (never attributed).",
+                "Impressions dropped before their window ended (memory bounds).",
                 String::new(),
             ),
             (
@@ -139,7 +139,7 @@ impl Metrics {
                 let labels = format!("tenant=\"{name}\",variant=\"{variant}\"");
                 let values = [
                     arm.impressions as f64,
-                    arm.untracked as f64,
+                    arm.evicted as f64,
                     arm.purchases as f64,
                     arm.revenue,
                 ];

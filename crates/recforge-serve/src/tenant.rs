@@ -416,8 +416,6 @@ impl Tenant {
     /// overlay onto it and swaps it in. Requests in flight finish on the
     /// engine they hold. Returns (previous version, new version).
     pub fn reload(&self, variant: &str, bundle: Option<&str>) -> Result<(String, String)> {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let overlay = &live.overlay;
         let name = match (variant, &self.cfg.ab) {
             ("b", None) => {
                 return Err(Error::Invalid(format!(
@@ -438,8 +436,12 @@ impl Tenant {
                 "bundle `{name}`: give a directory name under the models directory"
             )));
         }
+        // Read and checked before taking the lock: changes and events go
+        // on meanwhile. The overlay is applied and the bundle swapped in
+        // under it, so no change lands between the two.
         let engine = Served::load(&self.models_dir.join(&name), &self.cfg, self.max_k)?;
-        apply_overlay(&engine, overlay)?;
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        apply_overlay(&engine, &live.overlay)?;
         let engine = Arc::new(engine);
         let mut slot = self.variants.write().unwrap_or_else(|e| e.into_inner());
         let current = slot.clone();
@@ -469,7 +471,7 @@ impl Tenant {
 /// MurmurHash3's 64-bit finaliser. FNV-1a alone leaves its high bits
 /// nearly constant across ids that differ only in their last characters
 /// ("u1", "u2", ...): 10 of 200 such customers landed in a 50% variant.
-fn mix(mut h: u64) -> u64 {
+pub(crate) fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -531,16 +533,20 @@ fn add_event(customers: &mut HashMap<String, Customer>, e: &EventRecord, max_his
 }
 
 fn apply_overlay(served: &Served, overlay: &Overlay) -> Result<()> {
+    // A ranking bundle takes no added articles (the items route refuses
+    // them; its tables have no row for them), only availability.
+    let ranking = matches!(served, Served::Ranking { .. });
     for engine in served.engines() {
-        apply_to_engine(engine, overlay)?;
+        apply_to_engine(engine, overlay, ranking)?;
     }
     Ok(())
 }
 
-fn apply_to_engine(engine: &Engine, overlay: &Overlay) -> Result<()> {
+fn apply_to_engine(engine: &Engine, overlay: &Overlay, availability_only: bool) -> Result<()> {
     let vectors: Vec<(String, Vec<f32>)> = overlay
         .added
         .iter()
+        .filter(|_| !availability_only)
         .map(|(id, f)| Ok((id.clone(), engine.embed_article(f)?)))
         .collect::<Result<_>>()?;
     engine.pool.update(|s| {

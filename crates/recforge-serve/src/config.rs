@@ -379,6 +379,40 @@ mod tests {
     }
 
     #[test]
+    fn access_log_settings_and_sampling() {
+        let base = "admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\n";
+        let with = |v: &str| parse(&format!("access_log = {v}\n{base}"));
+        assert_eq!(parse(base).unwrap().access_log, AccessLog::Off);
+        assert_eq!(with("\"all\"").unwrap().access_log, AccessLog::All);
+        assert_eq!(with("0.25").unwrap().access_log, AccessLog::Sample(0.25));
+        for bad in ["\"some\"", "1.5", "-0.1"] {
+            assert!(with(bad).unwrap_err().contains("access_log"), "{bad}");
+        }
+        // The server's own ids (r1, r2, ...): about the share asked for,
+        // and the same id always the same way.
+        let logged = (1..=10_000)
+            .filter(|i| AccessLog::Sample(0.25).logs(&format!("r{i}")))
+            .count();
+        assert!((2_200..=2_800).contains(&logged), "{logged} of 10000");
+        // Not in runs: every block of 100 consecutive ids gets its share.
+        for block in 0..100 {
+            let n = (1..=100)
+                .filter(|i| AccessLog::Sample(0.25).logs(&format!("r{}", block * 100 + i)))
+                .count();
+            assert!(
+                (8..=45).contains(&n),
+                "ids {}..: {n} of 100 logged",
+                block * 100
+            );
+        }
+        assert_eq!(
+            AccessLog::Sample(0.25).logs("r7"),
+            AccessLog::Sample(0.25).logs("r7")
+        );
+        assert!(!AccessLog::Off.logs("r1") && AccessLog::All.logs("r1"));
+    }
+
+    #[test]
     fn defaults_and_refusals() {
         let ok =
             parse("admin_token = \"0123456789abcdef\"\n[tenants.hm]\nbundle = \"x\"\n").unwrap();

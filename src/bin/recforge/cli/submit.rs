@@ -71,8 +71,9 @@ pub struct ServingDataArgs {
     /// features count every purchase: give it a large value).
     #[arg(long, default_value_t = 50)]
     history_len: usize,
-    /// Serve as of this day (purchases before it, dated in days before
-    /// it), e.g. a ranking bundle's `day`; default the day after the data.
+    /// Serve as of this day (days since 1970-01-01: the purchases before
+    /// it, with their dates), e.g. a ranking bundle's `day`; default the
+    /// day after the data.
     #[arg(long)]
     day: Option<i64>,
 }

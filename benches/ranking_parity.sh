@@ -89,7 +89,7 @@ evaluation's order), the evaluation's own list (`served-hm_pipeline.csv`) agains
 | served by | same list (12 articles, same order) |
 | --- | ---: |
 | `recforge submit --bundle` | {same_submit} / {n} |
-| `recforge-serve` tenant (`serving-data` histories, {http_s:.1} s for the requests) | {same_http} / {n} |
+| `recforge-serve` tenant (`serving-data` histories, {http_s:.1f} s for the requests) | {same_http} / {n} |
 
 {verdict}
 """)

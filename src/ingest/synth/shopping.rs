@@ -201,6 +201,8 @@ impl<'a> Simulator<'a> {
         let mut rng = Rng::stream(p.seed, 3);
         let mut rows: Vec<(i32, u32, u32, f64, u8)> = Vec::new();
         let weeks = (p.days + 6) / 7;
+        let mut progress =
+            crate::util::progress::Counter::new("data: synthetic weeks", weeks as usize);
         for week in 0..weeks {
             let ws = week * 7;
             let dw = (p.days - ws).min(7);
@@ -249,7 +251,9 @@ impl<'a> Simulator<'a> {
                 emit(day, c as usize, a as usize, price, ch)?;
             }
             summary.rows += rows.len() as u64;
+            progress.add(1);
         }
+        progress.finish();
         Ok(summary)
     }
 }

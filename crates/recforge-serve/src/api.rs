@@ -493,10 +493,10 @@ new articles enter it with the next exported bundle (mark articles sold out or b
             .map_err(|err| ApiError::new(500, "model", err.to_string()))?;
         vectors.push(v);
     }
-    live.record(&Record::Items {
+    let record = Record::Items {
         items: req.items.clone(),
-    })
-    .map_err(not_journaled)?;
+    };
+    live.record(&record).map_err(not_journaled)?;
     let mut ids = Vec::new();
     for (e, vs) in engines.iter().zip(&vectors) {
         e.pool
@@ -509,20 +509,7 @@ new articles enter it with the next exported bundle (mark articles sold out or b
             })
             .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
     }
-    for it in &req.items {
-        live.overlay
-            .added
-            .insert(it.article_id.clone(), it.features.clone());
-        live.overlay.unavailable.remove(&it.article_id);
-    }
-    t.prices
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_many(
-            req.items
-                .iter()
-                .filter_map(|it| Some((it.article_id.as_str(), it.price?))),
-        );
+    t.apply(&mut live, &record);
     Ok(json!({"added": req.items.len(), "pool_size": variants.a.primary().pool.snapshot().len()}))
 }
 
@@ -563,11 +550,11 @@ pub fn availability(t: &Tenant, body: &[u8]) -> ApiResult {
             format!("not in the item pool: {unknown:?}; nothing was changed"),
         ));
     }
-    live.record(&Record::Availability {
+    let record = Record::Availability {
         sold_out: req.sold_out.clone(),
         in_stock: req.in_stock.clone(),
-    })
-    .map_err(not_journaled)?;
+    };
+    live.record(&record).map_err(not_journaled)?;
     for e in &engines {
         e.pool
             .update(|s| {
@@ -582,12 +569,7 @@ pub fn availability(t: &Tenant, body: &[u8]) -> ApiResult {
             })
             .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
     }
-    for a in &req.sold_out {
-        live.overlay.unavailable.insert(a.clone());
-    }
-    for a in &req.in_stock {
-        live.overlay.unavailable.remove(a);
-    }
+    t.apply(&mut live, &record);
     Ok(json!({
         "sold_out": req.sold_out.len(),
         "in_stock": req.in_stock.len(),
@@ -654,13 +636,13 @@ pub fn events(t: &Tenant, body: &[u8]) -> ApiResult {
         });
     }
     let mut live = t.live.lock().unwrap_or_else(|e| e.into_inner());
-    live.record(&Record::Events {
+    let record = Record::Events {
         events: records.clone(),
-    })
-    .map_err(not_journaled)?;
-    let events = records;
-    t.add_events(&events);
+    };
+    live.record(&record).map_err(not_journaled)?;
+    t.apply(&mut live, &record);
     drop(live);
+    let events = records;
     let now = unix_now();
     t.attribution.received(events.len());
     let prices = t.prices.read().unwrap_or_else(|e| e.into_inner());

@@ -323,7 +323,7 @@ impl Tenant {
             ),
             None => Today::Clock,
         };
-        let mut customers = match &cfg.customers {
+        let customers = match &cfg.customers {
             Some(p) => read_customers(p, today.day())?,
             None => HashMap::new(),
         };
@@ -331,20 +331,15 @@ impl Tenant {
             Some(p) => read_prices(p)?,
             None => HashMap::new(),
         };
-        let mut prices = Prices::new(prices);
+        let customers = RwLock::new(customers);
+        let prices = RwLock::new(Prices::new(prices));
         let mut overlay = Overlay::default();
         let journal = match &server.state_dir {
             Some(dir) => {
                 let (j, replay) = Journal::open(&dir.join(format!("{name}.journal")))?;
                 let n = replay.records.len();
-                for r in replay.records {
-                    replay_one(
-                        r,
-                        &mut overlay,
-                        &mut customers,
-                        &mut prices,
-                        cfg.max_history,
-                    );
+                for r in &replay.records {
+                    apply_record(r, &mut overlay, &customers, &prices, cfg.max_history);
                 }
                 if n > 0 {
                     eprintln!(
@@ -367,8 +362,8 @@ impl Tenant {
             max_k,
             variants: RwLock::new(Arc::new(Variants { a, b })),
             live: Mutex::new(Live { overlay, journal }),
-            customers: RwLock::new(customers),
-            prices: RwLock::new(prices),
+            customers,
+            prices,
             today,
             attribution: Attribution::new(
                 cfg.attribution_window_s as f64,
@@ -377,13 +372,16 @@ impl Tenant {
         })
     }
 
-    /// Adds purchase events to their customers' histories (a customer not
-    /// seen before starts one).
-    pub fn add_events(&self, events: &[EventRecord]) {
-        let mut customers = self.customers.write().unwrap_or_else(|e| e.into_inner());
-        for e in events {
-            add_event(&mut customers, e, self.cfg.max_history);
-        }
+    /// Applies an accepted (and journaled) change to the tenant's state
+    /// beyond the pools; `live` is the tenant's, already locked.
+    pub fn apply(&self, live: &mut Live, r: &Record) {
+        apply_record(
+            r,
+            &mut live.overlay,
+            &self.customers,
+            &self.prices,
+            self.cfg.max_history,
+        );
     }
 
     pub fn variants(&self) -> Arc<Variants> {
@@ -479,37 +477,41 @@ pub(crate) fn mix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// One journal record onto the state being loaded.
-fn replay_one(
-    r: Record,
+/// What a record changes outside the engines' pools: the overlay (for
+/// reloads), customers' histories and prices. The one place a change
+/// lands, whether it arrives live (after the route changed the pools) or
+/// from the journal at start.
+fn apply_record(
+    r: &Record,
     overlay: &mut Overlay,
-    customers: &mut HashMap<String, Customer>,
-    prices: &mut Prices,
+    customers: &RwLock<HashMap<String, Customer>>,
+    prices: &RwLock<Prices>,
     max_history: usize,
 ) {
     match r {
         Record::Items { items } => {
-            prices.set_many(
+            prices.write().unwrap_or_else(|e| e.into_inner()).set_many(
                 items
                     .iter()
                     .filter_map(|it| Some((it.article_id.as_str(), it.price?))),
             );
             for it in items {
                 overlay.unavailable.remove(&it.article_id);
-                overlay.added.insert(it.article_id, it.features);
+                overlay
+                    .added
+                    .insert(it.article_id.clone(), it.features.clone());
             }
         }
         Record::Availability { sold_out, in_stock } => {
-            for a in sold_out {
-                overlay.unavailable.insert(a);
-            }
-            for a in &in_stock {
+            overlay.unavailable.extend(sold_out.iter().cloned());
+            for a in in_stock {
                 overlay.unavailable.remove(a);
             }
         }
         Record::Events { events } => {
-            for e in &events {
-                add_event(customers, e, max_history);
+            let mut customers = customers.write().unwrap_or_else(|e| e.into_inner());
+            for e in events {
+                add_event(&mut customers, e, max_history);
             }
         }
     }

@@ -210,6 +210,21 @@ prices = "prices.csv"
     dir.join("serve.toml")
 }
 
+/// Every route the server has: its metrics label and its documented path.
+const ROUTES: [(&str, &str); 11] = [
+    ("healthz", "/healthz"),
+    ("readyz", "/readyz"),
+    ("metrics", "/metrics"),
+    ("openapi", "/openapi.yaml"),
+    ("recommend", "/v1/{tenant}/recommend"),
+    ("recommend_batch", "/v1/{tenant}/recommend/batch"),
+    ("items", "/v1/{tenant}/items"),
+    ("availability", "/v1/{tenant}/items/availability"),
+    ("reload", "/v1/{tenant}/reload"),
+    ("events", "/v1/{tenant}/events"),
+    ("attribution", "/v1/{tenant}/attribution"),
+];
+
 #[test]
 fn every_route_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,16 +238,7 @@ fn every_route_over_http() {
     assert!(body.contains("shop") && body.contains("ab"));
     let (s, api) = c.get("/openapi.yaml");
     assert_eq!(s, 200);
-    for route in [
-        "/healthz",
-        "/metrics",
-        "/v1/{tenant}/recommend",
-        "/v1/{tenant}/items",
-        "/v1/{tenant}/items/availability",
-        "/v1/{tenant}/reload",
-        "/v1/{tenant}/events",
-        "/v1/{tenant}/attribution",
-    ] {
+    for (_, route) in ROUTES {
         assert!(api.contains(&format!("{route}:")), "{route} undocumented");
     }
 
@@ -547,21 +553,11 @@ fn every_route_over_http() {
     // Every route and status this test saw answered is in the API
     // description, and every operation there has an operationId.
     let (_, m) = c.get("/metrics");
-    let path_of = |route: &str| match route {
-        "healthz" => Some("/healthz"),
-        "readyz" => Some("/readyz"),
-        "metrics" => Some("/metrics"),
-        "openapi" => Some("/openapi.yaml"),
-        "recommend" => Some("/v1/{tenant}/recommend"),
-        "recommend_batch" => Some("/v1/{tenant}/recommend/batch"),
-        "items" => Some("/v1/{tenant}/items"),
-        "availability" => Some("/v1/{tenant}/items/availability"),
-        "reload" => Some("/v1/{tenant}/reload"),
-        "events" => Some("/v1/{tenant}/events"),
-        "attribution" => Some("/v1/{tenant}/attribution"),
+    let path_of = |route: &str| match ROUTES.iter().find(|r| r.0 == route) {
+        Some(r) => Some(r.1),
         // No route: the description's general 404.
-        "unknown" => None,
-        other => panic!("route {other} has no documented path"),
+        None if route == "unknown" => None,
+        None => panic!("route {route} has no documented path"),
     };
     let section = |path: &str| -> &str {
         let start = api
@@ -593,19 +589,7 @@ fn every_route_over_http() {
         seen += 1;
     }
     assert!(seen >= 15, "{seen} route/status pairs");
-    for path in [
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.yaml",
-        "/v1/{tenant}/recommend",
-        "/v1/{tenant}/recommend/batch",
-        "/v1/{tenant}/items",
-        "/v1/{tenant}/items/availability",
-        "/v1/{tenant}/reload",
-        "/v1/{tenant}/events",
-        "/v1/{tenant}/attribution",
-    ] {
+    for (_, path) in ROUTES {
         assert!(
             section(path).contains("operationId:"),
             "{path} lacks an operationId"

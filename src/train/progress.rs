@@ -43,14 +43,10 @@ impl Progress {
         } else {
             0.0
         };
-        let width = 24;
-        let filled = (done * width).checked_div(self.total).unwrap_or(width);
         eprint!(
-            "\r{} [{}{}] {done}/{} {:.0} seq/s ETA {} loss {loss:.4}   ",
+            "\r{} {} {:.0} seq/s ETA {} loss {loss:.4}   ",
             self.label,
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            self.total,
+            crate::util::progress::bar(done, self.total),
             rate,
             clock(eta)
         );

@@ -50,15 +50,10 @@ impl Counter {
         } else {
             0.0
         };
-        let width = 24;
-        let filled = (self.done * width).checked_div(self.total).unwrap_or(width);
         eprint!(
-            "\r[{}] [{}{}] {}/{} {:.0}/s, {} left   ",
+            "\r[{}] {} {:.0}/s, {} left   ",
             self.label,
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            self.done,
-            self.total,
+            bar(self.done, self.total),
             self.done as f64 / secs,
             crate::train::progress::clock(left)
         );
@@ -79,4 +74,18 @@ impl Counter {
             self.done as f64 / secs.max(1e-9)
         );
     }
+}
+
+/// `[####....] done/total`, the bar both progress lines draw.
+pub fn bar(done: usize, total: usize) -> String {
+    let width = 24;
+    let filled = (done * width)
+        .checked_div(total)
+        .unwrap_or(width)
+        .min(width);
+    format!(
+        "[{}{}] {done}/{total}",
+        "#".repeat(filled),
+        ".".repeat(width - filled)
+    )
 }

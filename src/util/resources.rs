@@ -4,8 +4,16 @@ use std::time::Instant;
 
 /// Peak resident set size in MiB (Linux `VmHWM`); `None` elsewhere.
 pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    status_mib("self", "VmHWM")
+}
+
+/// A memory field of `/proc/PROC/status` (e.g. `VmRSS` of a process id)
+/// in MiB; `None` where there is no such file.
+pub fn status_mib(proc: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{proc}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }

@@ -61,7 +61,7 @@ pub struct Config {
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
     /// Entries each tenant keeps for attributing purchases (impressions,
-    /// plus one per response; about 100 bytes each); the oldest go first
+    /// plus one per response; an estimated 100 bytes each, not measured); the oldest go first
     /// when room is needed, counted as evicted.
     #[serde(default = "default_max_tracked")]
     pub max_tracked_impressions: usize,

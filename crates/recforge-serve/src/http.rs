@@ -277,8 +277,12 @@ async fn handle(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| format!("r{}", app.next_id.fetch_add(1, Ordering::Relaxed)));
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // Only a request that will be logged pays for copying these.
+    let logged = app
+        .cfg
+        .access_log
+        .logs(&id)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let (tenant, route, resp) = dispatch(&app, req).await;
     let resp = match resp {
         Ok(r) => r,
@@ -301,7 +305,7 @@ async fn handle(
     let seconds = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     app.metrics.record(&tenant, variant, route, status, seconds);
-    if app.cfg.access_log.logs(&id) {
+    if let Some((method, path)) = logged {
         // One JSON line per request on stderr, for the log shipper.
         eprintln!(
             "{}",

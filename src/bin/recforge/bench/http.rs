@@ -299,27 +299,9 @@ struct SoakRun<'a> {
     out: &'a Path,
 }
 
-/// The peak of the samples (and of `before`), and every tenth sample.
-fn samples_peak(samples: &[(f64, f64)], before: Option<f64>) -> (f64, Vec<(f64, f64)>) {
-    let peak = samples
-        .iter()
-        .map(|s| s.1)
-        .fold(before.unwrap_or(0.0), f64::max);
-    (peak, samples.iter().step_by(10).copied().collect())
-}
-
 /// Resident memory of process `pid` in MiB (Linux; None elsewhere).
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+    recforge::util::resources::status_mib(&pid.to_string(), "VmRSS")
 }
 
 /// The soak: the load with churn, the server's memory sampled each second.
@@ -331,7 +313,7 @@ fn soak_run(s: SoakRun, load: impl Fn(f64, f64) -> Result<Value>) -> Result<()> 
         "soak: {} requests/s for {} s with churn ...",
         s.rate, s.seconds
     );
-    let (r, peak) = std::thread::scope(|scope| {
+    let (r, samples) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             // (seconds since the soak began, MiB), each second.
             let t0 = Instant::now();
@@ -348,13 +330,15 @@ fn soak_run(s: SoakRun, load: impl Fn(f64, f64) -> Result<Value>) -> Result<()> 
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         (r, sampler.join().unwrap_or_default())
     });
-    let peak = samples_peak(&peak, before);
-    let timeline: String = peak
-        .1
+    let peak = samples
         .iter()
+        .map(|s| s.1)
+        .fold(before.unwrap_or(0.0), f64::max);
+    let timeline: String = samples
+        .iter()
+        .step_by(10)
         .map(|(t, m)| format!("| {t:.0} | {m:.0} |\n"))
         .collect();
-    let peak = peak.0;
     let r = r?;
     let after = rss_mib(pid);
     if let Some(status) = s.server.try_wait()? {

@@ -187,14 +187,17 @@ pub struct Customer {
 }
 
 impl Customer {
-    /// The history as the engines take it: each purchase's age in days on
-    /// `today` (never negative).
+    /// The history as the engines take it on `today`: each purchase's age
+    /// in days. A purchase dated after `today` (an event from a skewed
+    /// clock, or one past a replay's served day) is left out until its
+    /// day comes: nothing after the day served reaches a feature.
     pub fn purchases(&self, today: i64) -> Vec<Purchase> {
         self.history
             .iter()
+            .filter(|d| d.day <= today)
             .map(|d| Purchase {
                 article: d.article.clone(),
-                days_ago: (today - d.day).max(0) as f64,
+                days_ago: (today - d.day) as f64,
                 channel: d.channel,
             })
             .collect()
@@ -677,9 +680,10 @@ mod tests {
         );
         let ages: Vec<f64> = c.purchases(15).iter().map(|p| p.days_ago).collect();
         assert_eq!(ages, [4.0, 3.0, 3.0]);
-        // A future-dated purchase counts as today's.
+        // A purchase dated after the day served is left out until its day.
         c.push(d("w", 20), 3);
-        assert_eq!(c.purchases(15).last().unwrap().days_ago, 0.0);
+        assert!(c.purchases(15).iter().all(|p| p.article != "w"));
+        assert_eq!(c.purchases(20).last().unwrap().article, "w");
     }
 
     #[test]

@@ -131,9 +131,16 @@ fn the_model_learns_something_and_a_diverging_loss_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let exp = setup(dir.path());
     let out = train(&exp, &opts(dir.path().join("ok"))).unwrap();
-    let hist = recforge::train::checkpoint::read_state(&out.run_dir.join("best"))
+    // The newest checkpoint holds every epoch's record; `best` only those
+    // up to the selected epoch, which may be the first.
+    let newest = recforge::train::checkpoint::list(&out.run_dir.join("checkpoints"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let hist = recforge::train::checkpoint::read_state(&newest)
         .unwrap()
         .history;
+    assert_eq!(hist.len(), 3);
     assert!(
         hist.last().unwrap().loss < hist[0].loss,
         "training loss did not fall: {:?}",

@@ -38,7 +38,7 @@ mixed_negatives = 32
 lr = 3e-3
 [train]
 batch_size = 256
-epochs = 3
+epochs = 5
 patience = 0
 [eval]
 ks = [12, 100]
@@ -74,7 +74,7 @@ fn two_tower_learns_resumes_exactly_and_reports_cold_recall() {
     };
     let model = recall("tiny_tt (two-tower)");
     // Better than all-time popularity (a trivial candidate source) already
-    // after three short epochs.
+    // after five short epochs.
     assert!(
         model > recall("popular"),
         "{model} vs {}",

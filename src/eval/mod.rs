@@ -7,6 +7,7 @@ pub mod compare;
 pub mod metrics;
 pub mod plot;
 pub mod report;
+pub mod stats;
 
 use crate::data::Dataset;
 pub use metrics::{Accumulator, Metrics, Truth};

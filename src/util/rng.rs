@@ -72,11 +72,11 @@ impl Rng {
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.f64();
         let u2 = self.f64();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(std::f64::consts::TAU * u2)
     }
 
     pub fn lognormal(&mut self, mu: f64, sigma: f64) -> f64 {
-        (mu + sigma * self.normal()).exp()
+        libm::exp(mu + sigma * self.normal())
     }
 
     /// Poisson draw; inversion for small means, a rounded normal above 30
@@ -86,9 +86,11 @@ impl Rng {
             return 0;
         }
         if lambda > 30.0 {
-            return (lambda + lambda.sqrt() * self.normal()).round().max(0.0) as u64;
+            return (lambda + libm::sqrt(lambda) * self.normal())
+                .round()
+                .max(0.0) as u64;
         }
-        let l = (-lambda).exp();
+        let l = libm::exp(-lambda);
         let mut k = 0;
         let mut p = 1.0;
         loop {
@@ -102,7 +104,7 @@ impl Rng {
 
     /// Pareto with scale 1 and shape `alpha`: the power-law popularity knob.
     pub fn pareto(&mut self, alpha: f64) -> f64 {
-        (1.0 - self.f64()).powf(-1.0 / alpha)
+        libm::pow(1.0 - self.f64(), -1.0 / alpha)
     }
 
     /// Index drawn with probability proportional to `weights` (linear scan:

@@ -35,6 +35,9 @@ enum Cmd {
     Synth(cli::data::SynthArgs),
     /// Validate raw data (H&M CSVs or RecBole atomic files) and write a Parquet cache.
     Prepare(cli::data::PrepareArgs),
+    /// Dataset statistics of a prepared cache; for H&M-schema data, the
+    /// calibration statistics beside the real competition data's.
+    Stats(cli::data::StatsArgs),
     /// Score the classic baselines on a split and write the results table.
     Baseline(cli::evaluate::BaselineArgs),
     /// Check a Kaggle submission file against a prepared dataset.
@@ -82,6 +85,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Synth(a) => cli::data::synth(a),
         Cmd::Prepare(a) => cli::data::prepare(a),
         Cmd::Quickstart(a) => cli::data::quickstart(a),
+        Cmd::Stats(a) => cli::data::stats(a),
         Cmd::Baseline(a) => cli::evaluate::baseline(a),
         Cmd::Candidates(a) => cli::evaluate::candidates(a),
         Cmd::Rank(a) => cli::evaluate::rank(a),

@@ -290,9 +290,10 @@ impl Article {
             return 0.0;
         }
         let age = (day - self.arrival) as f64;
-        let life = (-age / self.lifetime).exp() + self.floor;
+        let life = libm::exp(-age / self.lifetime) + self.floor;
         let season = TYPES[self.ptype].season;
-        let s = 1.0 + 0.6 * season * (std::f64::consts::TAU * (day_of_year - 196.0) / 365.0).cos();
+        let s =
+            1.0 + 0.6 * season * libm::cos(std::f64::consts::TAU * (day_of_year - 196.0) / 365.0);
         self.appeal * life * s.max(0.05)
     }
 

@@ -40,12 +40,35 @@ pub struct SynthConfig {
     pub appeal_alpha: f64,
     /// Number of taste groups (each with a typical age).
     pub taste_groups: usize,
+    /// Years around a taste group's typical age within which customers
+    /// join it (a Gaussian's sigma): lower makes age predict taste more.
+    pub age_spread: f64,
     /// How peaked each taste group's preferences are (0 = everyone alike).
     pub taste_strength: f64,
     /// Mean chance that a session starts by re-buying a recent purchase.
     pub repurchase: f64,
     /// Chance that a session starts from an item related to the last purchase.
     pub sequence: f64,
+    /// Chance that a later item of a basket is another piece of the article
+    /// before it (a second size or a gift): rows without a new article.
+    pub same_piece: f64,
+    /// Spread (lognormal sigma) of each session's basket size around
+    /// `basket_mean`: above 0, a few large baskets and many small ones, as
+    /// in the real log, where the mean buyer of a week has 3.5 rows and the
+    /// median 2 distinct articles.
+    pub basket_spread: f64,
+    /// Spread (lognormal sigma, mean kept at 1) of customers' shopping rates:
+    /// higher means more occasional customers and a heavier core.
+    pub rate_spread: f64,
+    /// Share of customers who join during the log (the rest are there on
+    /// day one): the source of first-time buyers in every week.
+    pub join_share: f64,
+    /// Share of customers who stop shopping at a random day.
+    pub churn_share: f64,
+    /// Relative change of every customer's shopping rate from the first to
+    /// the last day, the mean kept: -0.4 makes the last days' rate 0.8× the
+    /// log's average (the real log ends below its average).
+    pub trend: f64,
 }
 
 impl Default for SynthConfig {
@@ -61,9 +84,16 @@ impl Default for SynthConfig {
             initial_share: 0.35,
             appeal_alpha: 1.3,
             taste_groups: 12,
+            age_spread: 9.0,
             taste_strength: 1.2,
             repurchase: 0.12,
             sequence: 0.25,
+            same_piece: 0.12,
+            basket_spread: 0.0,
+            rate_spread: 1.0,
+            join_share: 0.25,
+            churn_share: 0.15,
+            trend: 0.0,
         }
     }
 }
@@ -93,13 +123,27 @@ impl SynthConfig {
             ("initial_share", self.initial_share),
             ("repurchase", self.repurchase),
             ("sequence", self.sequence),
+            ("same_piece", self.same_piece),
+            ("join_share", self.join_share),
+            ("churn_share", self.churn_share),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(Error::Config(format!("{name} must be in [0, 1], got {v}")));
             }
         }
-        if self.taste_groups == 0 || below(self.appeal_alpha, f64::MIN_POSITIVE) {
-            return bad("taste_groups must be >= 1 and appeal_alpha > 0");
+        if self.taste_groups == 0
+            || below(self.appeal_alpha, f64::MIN_POSITIVE)
+            || below(self.age_spread, 0.5)
+        {
+            return bad("taste_groups must be >= 1, appeal_alpha > 0 and age_spread >= 0.5");
+        }
+        if !(0.0..=3.0).contains(&self.basket_spread) || !(0.0..=3.0).contains(&self.rate_spread) {
+            return bad("basket_spread and rate_spread must be in [0, 3]");
+        }
+        // The rate multiplier is 1 + trend × (t − 1/2) over t in [0, 1]: it
+        // stays positive for |trend| < 2.
+        if !(-1.5..=1.5).contains(&self.trend) {
+            return bad("trend must be in [-1.5, 1.5]");
         }
         crate::util::dates::parse_ymd(&self.start_date).ok_or_else(|| {
             Error::Config(format!(
@@ -145,14 +189,20 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary> {
     let mut rng = Rng::stream(cfg.seed, 2);
     let tastes = people::tastes(cfg.taste_groups, cfg.taste_strength, &mut rng);
     // Calibrated so the expected row count matches purchases_per_customer_year:
-    // about 80% of customer-days are inside a customer's active window.
-    let sessions_per_day = cfg.purchases_per_customer_year / 365.0 / cfg.basket_mean / 0.8;
+    // a joiner is active for half the log on average, and so is a churner
+    // of the rest.
+    let active = (1.0 - cfg.join_share / 2.0) * (1.0 - cfg.churn_share / 2.0);
+    let sessions_per_day = cfg.purchases_per_customer_year / 365.0 / cfg.basket_mean / active;
     let customers = people::generate(
         &people::PeopleParams {
             n_customers: cfg.customers,
             days,
             sessions_per_day,
             repurchase: cfg.repurchase,
+            rate_spread: cfg.rate_spread,
+            age_spread: cfg.age_spread,
+            join_share: cfg.join_share,
+            churn_share: cfg.churn_share,
         },
         &tastes,
         &mut rng,
@@ -191,6 +241,9 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary> {
                 start,
                 basket_mean: cfg.basket_mean,
                 sequence: cfg.sequence,
+                same_piece: cfg.same_piece,
+                basket_spread: cfg.basket_spread,
+                trend: cfg.trend,
                 seed: cfg.seed,
             },
             |day, c, a, price, ch| {

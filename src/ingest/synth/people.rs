@@ -21,7 +21,9 @@ pub fn tastes(n: usize, strength: f64, rng: &mut Rng) -> Vec<Taste> {
             // Spread typical ages over 18..70 so age buckets separate groups.
             let mean_age = 18.0 + 52.0 * (g as f64 + rng.f64()) / n as f64;
             let softmax = |len: usize, rng: &mut Rng| -> Vec<f64> {
-                let v: Vec<f64> = (0..len).map(|_| (strength * rng.normal()).exp()).collect();
+                let v: Vec<f64> = (0..len)
+                    .map(|_| libm::exp(strength * rng.normal()))
+                    .collect();
                 let s: f64 = v.iter().sum();
                 v.into_iter().map(|x| x / s).collect()
             };
@@ -55,7 +57,7 @@ pub fn tastes(n: usize, strength: f64, rng: &mut Rng) -> Vec<Taste> {
 impl Taste {
     /// Static affinity of this taste for an article (popularity excluded).
     pub fn affinity(&self, a: &Article) -> f64 {
-        (self.colour_pref[a.colour] * COLOURS.len() as f64).powf(0.8) * self.index_pref[a.index]
+        libm::pow(self.colour_pref[a.colour] * COLOURS.len() as f64, 0.8) * self.index_pref[a.index]
     }
 }
 
@@ -85,6 +87,10 @@ pub struct PeopleParams {
     pub days: i32,
     pub sessions_per_day: f64,
     pub repurchase: f64,
+    pub rate_spread: f64,
+    pub age_spread: f64,
+    pub join_share: f64,
+    pub churn_share: f64,
 }
 
 pub fn generate(p: &PeopleParams, tastes: &[Taste], rng: &mut Rng) -> Vec<Customer> {
@@ -97,7 +103,10 @@ pub fn generate(p: &PeopleParams, tastes: &[Taste], rng: &mut Rng) -> Vec<Custom
             };
             let tw: Vec<f64> = tastes
                 .iter()
-                .map(|t| (-(true_age - t.mean_age).powi(2) / (2.0 * 9.0f64.powi(2))).exp() + 0.01)
+                .map(|t| {
+                    let d = true_age - t.mean_age;
+                    libm::exp(-d * d / (2.0 * p.age_spread * p.age_spread)) + 0.01
+                })
                 .collect();
             let taste = rng.weighted(&tw) as u16;
             let price_class = if true_age < 25.0 {
@@ -109,14 +118,16 @@ pub fn generate(p: &PeopleParams, tastes: &[Taste], rng: &mut Rng) -> Vec<Custom
             } as u8;
             let fn_flag = rng.chance(0.35);
             // Newsletter readers shop more: a customer feature with signal.
-            let rate =
-                p.sessions_per_day * rng.lognormal(-0.5, 1.0) * if fn_flag { 1.4 } else { 0.8 };
-            let first_day = if rng.chance(0.25) {
+            let s = p.rate_spread;
+            let rate = p.sessions_per_day
+                * rng.lognormal(-s * s / 2.0, s)
+                * if fn_flag { 1.4 } else { 0.8 };
+            let first_day = if rng.chance(p.join_share) {
                 rng.below(p.days as u64) as i32
             } else {
                 0
             };
-            let last_day = if rng.chance(0.15) {
+            let last_day = if rng.chance(p.churn_share) {
                 first_day + rng.below((p.days - first_day).max(1) as u64) as i32
             } else {
                 p.days

@@ -18,6 +18,9 @@ pub struct ShopParams {
     pub start: i32,
     pub basket_mean: f64,
     pub sequence: f64,
+    pub same_piece: f64,
+    pub basket_spread: f64,
+    pub trend: f64,
     pub seed: u64,
 }
 
@@ -68,7 +71,8 @@ impl<'a> Simulator<'a> {
             for (c, beta) in PRICE_BETA.iter().enumerate() {
                 let o = (t * PRICE_CLASSES + c) * n;
                 for (a, art) in arts.iter().enumerate() {
-                    static_w[o + a] = taste.affinity(art) * (art.price * 590.0 / 20.0).powf(-beta);
+                    static_w[o + a] =
+                        taste.affinity(art) * libm::pow(art.price * 590.0 / 20.0, -beta);
                 }
             }
         }
@@ -165,7 +169,7 @@ impl<'a> Simulator<'a> {
         if n > 0 {
             if rng.chance(cust.repurchase as f64) {
                 // Recent purchases are far likelier to be bought again.
-                let w: Vec<f64> = (0..n).map(|k| 0.6f64.powi(k as i32)).collect();
+                let w: Vec<f64> = (0..n).map(|k| libm::pow(0.6, k as f64)).collect();
                 let back = rng.weighted(&w);
                 let slot = (self.hist_n[ci] as usize + HIST - 1 - back) % HIST;
                 let a = self.hist[ci * HIST + slot] as usize;
@@ -210,12 +214,13 @@ impl<'a> Simulator<'a> {
             let doy = (m as f64 - 1.0) * 30.4 + d as f64;
             self.rebuild(ws, doy);
             rows.clear();
+            let trend = 1.0 + p.trend * ((ws as f64 + dw as f64 / 2.0) / p.days as f64 - 0.5);
             for ci in 0..self.customers.len() {
                 let cust = &self.customers[ci];
                 if cust.last_day <= ws || cust.first_day >= ws + dw {
                     continue;
                 }
-                let sessions = rng.poisson(cust.rate as f64 * dw as f64);
+                let sessions = rng.poisson(cust.rate as f64 * trend * dw as f64);
                 for _ in 0..sessions {
                     let day = ws + rng.below(dw as u64) as i32;
                     if day < cust.first_day || day >= cust.last_day {
@@ -223,11 +228,19 @@ impl<'a> Simulator<'a> {
                     }
                     summary.sessions += 1;
                     let channel = if rng.chance(cust.online as f64) { 2 } else { 1 };
-                    let size = 1 + rng.poisson(p.basket_mean - 1.0);
+                    let spread = p.basket_spread;
+                    // No draw without a spread, so such a config's bytes do
+                    // not depend on the knob's existence.
+                    let scale = if spread > 0.0 {
+                        rng.lognormal(-spread * spread / 2.0, spread)
+                    } else {
+                        1.0
+                    };
+                    let size = 1 + rng.poisson((p.basket_mean - 1.0) * scale);
                     let mut prev = self.first_item(&mut rng, ci, &mut summary);
                     for j in 0..size {
                         if j > 0 {
-                            prev = if rng.chance(0.12) {
+                            prev = if rng.chance(p.same_piece) {
                                 prev // a second piece of the same article
                             } else if rng.chance(0.35) {
                                 self.draw_related(&mut rng, cust, prev)

@@ -138,3 +138,40 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Prepared cache directory (from `recforge prepare` or `recforge run`).
+    cache: PathBuf,
+    /// Days in the last period (the competition's test week: 7).
+    #[arg(long, default_value_t = 7)]
+    target_days: u32,
+    /// Also write the tables as Markdown (and the numbers as JSON beside
+    /// it, same stem).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `stats`: the usual dataset statistics and, for H&M-schema data, each
+/// calibration statistic beside the real competition data's.
+pub fn stats(a: StatsArgs) -> Result<()> {
+    use recforge::eval::stats;
+    let ds = recforge::data::cache::read(&a.cache)
+        .with_context(|| format!("reading the cache {}", a.cache.display()))?;
+    let s = stats::compute(&ds, a.target_days)?;
+    let checks = match ds.meta.source {
+        recforge::data::Source::Hm => stats::hm_checks(&s),
+        recforge::data::Source::Recbole => Vec::new(),
+    };
+    let md = stats::markdown(&s, &checks);
+    print!("{md}");
+    if let Some(out) = &a.out {
+        recforge::util::fsutil::write_atomic(out, md.as_bytes())?;
+        let json = serde_json::json!({ "stats": s, "hm_checks": checks });
+        recforge::util::fsutil::write_atomic(
+            out.with_extension("json"),
+            serde_json::to_string_pretty(&json)?.as_bytes(),
+        )?;
+    }
+    Ok(())
+}

@@ -174,3 +174,57 @@ fn the_model_learns_something_and_a_diverging_loss_stops_the_run() {
     assert!(err.contains("loss became"), "{err}");
     assert!(err.contains("checkpoint"), "{err}");
 }
+
+/// `train --seeds 2`: two runs with the config's seed and the next, each in
+/// its own directory, summarised as mean ± sd.
+#[test]
+fn seeds_train_one_run_per_seed_and_summarise_them() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = setup(dir.path());
+    exp.train.epochs = 2;
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, toml::to_string(&exp).unwrap()).unwrap();
+    let root = dir.path().join("seeds");
+    let req = recforge::pipeline::commands::TrainRequest {
+        config: Some(config),
+        set: vec![],
+        resume: None,
+        run_dir: Some(root.clone()),
+        device: None,
+        results_dir: None,
+        stop_after: None,
+    };
+    let report = recforge::pipeline::seeds::train_seeds(&req, 2).unwrap();
+    let seeds: Vec<u64> = report.runs.iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, vec![5, 6]);
+    for r in &report.runs {
+        let saved = Experiment::load(&r.run_dir.join("config.toml"), &[]).unwrap();
+        assert_eq!(saved.seed, r.seed);
+    }
+    let map = report
+        .columns
+        .iter()
+        .find(|c| c.name == "MAP@12" && !c.masked)
+        .unwrap();
+    assert_eq!(map.test.values.len(), 2);
+    // Different seeds, different models: the two runs do not coincide.
+    let losses: Vec<f64> = report
+        .runs
+        .iter()
+        .map(|r| {
+            recforge::train::checkpoint::read_state(&r.run_dir.join("best"))
+                .unwrap()
+                .history[0]
+                .loss
+        })
+        .collect();
+    assert_ne!(losses[0], losses[1]);
+    let mean = (map.test.values[0] + map.test.values[1]) / 2.0;
+    assert!((map.test.mean - mean).abs() < 1e-12);
+    let md = std::fs::read_to_string(root.join("seeds.md")).unwrap();
+    assert!(md.contains("| MAP@12 | kept |"), "{md}");
+    assert!(root.join("seeds.json").exists());
+    // A second call over the same directory is refused, not overwritten.
+    assert!(recforge::pipeline::seeds::train_seeds(&req, 2).is_err());
+}

@@ -10,6 +10,7 @@
 
 pub mod commands;
 mod report;
+pub mod seeds;
 mod steps;
 
 use rayon::prelude::*;

@@ -32,10 +32,15 @@ pub struct TrainArgs {
     /// the run were killed); resume with --resume.
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
+    /// Train N runs, with the config's seed and the N − 1 after it (each in
+    /// RUN_DIR/seed-S), and write the mean ± sd of validation and test
+    /// metrics to RUN_DIR/seeds.md.
+    #[arg(long, value_name = "N", conflicts_with_all = ["resume", "stop_after"])]
+    seeds: Option<usize>,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
-    let (out, run_dir) = commands::train(&TrainRequest {
+    let req = TrainRequest {
         config: a.config,
         set: a.set,
         resume: a.resume,
@@ -43,7 +48,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
         device: a.device,
         results_dir: a.results_dir,
         stop_after: a.stop_after,
-    })?;
+    };
+    if let Some(n) = a.seeds {
+        let report = recforge::pipeline::seeds::train_seeds(&req, n)?;
+        println!("{}", recforge::pipeline::seeds::markdown(&report));
+        return Ok(());
+    }
+    let (out, run_dir) = commands::train(&req)?;
     match &out.table {
         Some(t) => {
             println!("{}", t.markdown());

@@ -27,6 +27,14 @@ pub enum Error {
         column: String,
         msg: String,
     },
+    /// A bad value in a Parquet file (rows counted from 1).
+    #[error("{}: row {row}, column `{column}`: {msg}", file.display())]
+    BadRow {
+        file: PathBuf,
+        row: u64,
+        column: String,
+        msg: String,
+    },
     #[error("{}: could not parse the CSV{}: {source}", file.display(), lines.map(|(a, b)| format!(" in lines {a}..={b}")).unwrap_or_default())]
     Csv {
         file: PathBuf,

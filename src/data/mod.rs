@@ -46,6 +46,8 @@ impl TimeUnit {
 pub enum Source {
     Hm,
     Recbole,
+    /// Any CSV/Parquet log read with a column map (`--format table`).
+    Table,
 }
 
 /// A categorical feature: `codes[i]` is entity i's code, 0 = missing/padding,

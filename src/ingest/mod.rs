@@ -1,5 +1,6 @@
 //! `recforge prepare`: raw files → validated dataset → Parquet cache.
 
+pub mod generic;
 pub mod hm;
 pub mod recbole;
 pub mod synth;
@@ -18,6 +19,8 @@ pub enum Format {
     Auto,
     Hm,
     Recbole,
+    /// Any CSV/Parquet log with a column map (`--map user=..,item=..,time=..`).
+    Table,
 }
 
 /// Transactions are parsed in chunks of this many bytes (bounded memory).
@@ -35,7 +38,26 @@ pub fn load(dir: &Path, format: Format) -> Result<Dataset> {
                 "no transactions_train.csv (H&M) and no .inter file (RecBole) in this directory",
             )),
         },
+        Format::Table => Err(Error::Config(
+            "--format table reads one file with a column map: pass --map user=COL,item=COL,time=COL".into(),
+        )),
     }
+}
+
+/// A CSV/Parquet log through its column map (`--format table`).
+pub fn load_table(spec: &generic::TableSpec) -> Result<Dataset> {
+    let l = generic::load(spec)?;
+    Ok(finish(
+        l.name,
+        Source::Table,
+        l.time_unit,
+        l.has_price,
+        false,
+        l.users,
+        l.age,
+        l.items,
+        l.inter,
+    ))
 }
 
 fn name_of(dir: &Path) -> String {

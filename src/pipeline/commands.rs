@@ -21,6 +21,13 @@ pub fn prepare(data: &Path, out: &Path, format: ingest::Format) -> Result<Datase
     Ok(ds)
 }
 
+/// `prepare --format table`: one CSV/Parquet log with a column map.
+pub fn prepare_table(spec: &ingest::generic::TableSpec, out: &Path) -> Result<Dataset> {
+    let ds = ingest::load_table(spec)?;
+    cache::write(&ds, out)?;
+    Ok(ds)
+}
+
 pub struct BaselineOptions {
     pub split: SplitKind,
     pub target_days: u32,

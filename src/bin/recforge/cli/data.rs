@@ -60,7 +60,8 @@ pub fn synth(a: SynthArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct PrepareArgs {
-    /// Directory with the raw files.
+    /// Directory with the raw files; with `--format table`, the log file
+    /// itself (.csv, .tsv or .parquet).
     #[arg(long)]
     data: PathBuf,
     /// Cache directory to write (replaced atomically when complete).
@@ -69,12 +70,51 @@ pub struct PrepareArgs {
     /// Input format; `auto` picks H&M when transactions_train.csv exists.
     #[arg(long, value_enum, default_value = "auto")]
     format: Format,
+    /// `--format table`: which columns hold the fields, as
+    /// `user=COL,item=COL,time=COL[,price=COL][,channel=COL]`. Time may be a
+    /// date, a date and time (UTC, or with an offset) or epoch seconds.
+    #[arg(long, required_if_eq("format", "table"))]
+    map: Option<String>,
+    /// `--format table`: an item attribute file (.csv, .tsv or .parquet);
+    /// it closes the item set (a log row with another item is an error).
+    #[arg(long, requires = "item_map")]
+    items: Option<PathBuf>,
+    /// The item file's map: `id=COL[,NAME=COL...]`; NAME=COL renames a
+    /// column (e.g. `product_code=style` feeds the ranker's same-product
+    /// features); every other column is kept as a categorical feature.
+    #[arg(long, requires = "items")]
+    item_map: Option<String>,
+    /// `--format table`: a user attribute file.
+    #[arg(long, requires = "user_map")]
+    users: Option<PathBuf>,
+    /// The user file's map: `id=COL[,age=COL][,NAME=COL...]`.
+    #[arg(long, requires = "users")]
+    user_map: Option<String>,
 }
 
 pub fn prepare(a: PrepareArgs) -> Result<()> {
     let t = Instant::now();
-    let ds = commands::prepare(&a.data, &a.out, a.format)
-        .with_context(|| format!("preparing {}", a.data.display()))?;
+    let ds = match (a.format, &a.map) {
+        (Format::Table, Some(map)) => {
+            use recforge::ingest::generic::{EntityMap, LogMap, TableSpec};
+            let attr = |file: &Option<PathBuf>, map: &Option<String>, flag: &str| match (file, map)
+            {
+                (Some(f), Some(m)) => EntityMap::parse(m, flag).map(|m| Some((f.clone(), m))),
+                _ => Ok(None),
+            };
+            let spec = TableSpec {
+                log: a.data.clone(),
+                map: LogMap::parse(map)?,
+                items: attr(&a.items, &a.item_map, "--item-map")?,
+                users: attr(&a.users, &a.user_map, "--user-map")?,
+            };
+            commands::prepare_table(&spec, &a.out)
+        }
+        (Format::Table, None) => anyhow::bail!("--format table needs --map"),
+        (_, Some(_)) => anyhow::bail!("--map is for --format table"),
+        _ => commands::prepare(&a.data, &a.out, a.format),
+    }
+    .with_context(|| format!("preparing {}", a.data.display()))?;
     println!("{}", prepared_line(&ds, &a.out, t.elapsed().as_secs_f64()));
     Ok(())
 }
@@ -161,7 +201,7 @@ pub fn stats(a: StatsArgs) -> Result<()> {
     let s = stats::compute(&ds, a.target_days)?;
     let checks = match ds.meta.source {
         recforge::data::Source::Hm => stats::hm_checks(&s),
-        recforge::data::Source::Recbole => Vec::new(),
+        recforge::data::Source::Recbole | recforge::data::Source::Table => Vec::new(),
     };
     let md = stats::markdown(&s, &checks);
     print!("{md}");

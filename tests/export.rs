@@ -771,3 +771,112 @@ fn nothing_on_or_after_the_served_day_reaches_candidates_features_or_scores() {
     // The trees are a real ranking, not the score's.
     assert!(differ_from_score > 0);
 }
+
+/// Every tensor of a safetensors file: name → (shape, values).
+fn tensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+        .map(|(name, v)| {
+            let values = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, (v.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+/// `export --layout pytorch`: Linear weights transposed to `[d_out, d_in]`,
+/// LayerNorm `gamma`/`beta` named `weight`/`bias`, everything else as burn
+/// wrote it; loaded back through burn-store's PyTorch adapter into a model
+/// initialised differently, it is the exported model again. recforge-infer
+/// refuses to serve it, saying why.
+#[test]
+fn a_pytorch_layout_export_loads_back_into_the_same_model() {
+    use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+    use recforge::export::{Layout, export_as};
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = data(dir.path());
+    let exp = sasrec(&cache, true);
+    let task = SasRecTask::prepare(&exp).unwrap();
+    let run = dir.path().join("run");
+    random_init_run(&exp, &task, &run);
+    let (burn_dir, torch_dir) = (dir.path().join("burn"), dir.path().join("torch"));
+    export_as(&run, &burn_dir, Layout::Burn).unwrap();
+    export_as(&run, &torch_dir, Layout::Pytorch).unwrap();
+    let b = tensors(&burn_dir.join("model.safetensors"));
+    let t = tensors(&torch_dir.join("model.safetensors"));
+    assert_eq!(b.len(), t.len(), "one tensor for one");
+
+    let inner = "encoder.layers.0.pwff.linear_inner.weight";
+    let (bs, bv) = &b[inner];
+    let (ts, tv) = &t[inner];
+    assert_eq!(
+        (bs.as_slice(), ts.as_slice()),
+        (&[16, 32][..], &[32, 16][..])
+    );
+    for i in 0..16 {
+        for o in 0..32 {
+            assert_eq!(
+                bv[i * 32 + o],
+                tv[o * 16 + i],
+                "burn [in, out] = torch [out, in]ᵀ"
+            );
+        }
+    }
+    for norm in ["norm", "final_norm", "encoder.layers.1.norm_2"] {
+        assert_eq!(b[&format!("{norm}.gamma")], t[&format!("{norm}.weight")]);
+        assert_eq!(b[&format!("{norm}.beta")], t[&format!("{norm}.bias")]);
+        assert!(!t.contains_key(&format!("{norm}.gamma")));
+    }
+    assert_eq!(
+        b["item.weight"], t["item.weight"],
+        "embeddings keep their layout"
+    );
+    assert_eq!(
+        b["encoder.layers.1.mha.query.bias"],
+        t["encoder.layers.1.mha.query.bias"]
+    );
+
+    // Back into burn, over weights drawn from another seed.
+    let dev = Device::flex();
+    dev.seed(999);
+    let mut other = task.config().init(task.item_features(), &dev);
+    let before = other.item.weight.val().into_data();
+    let mut store = SafetensorsStore::from_file(torch_dir.join("model.safetensors"))
+        .with_from_adapter(PyTorchToBurnAdapter);
+    other.load_from(&mut store).unwrap();
+    assert_ne!(
+        other.item.weight.val().into_data(),
+        before,
+        "the load changed the weights"
+    );
+    let again = dir.path().join("again");
+    recforge::export::write_bundle(
+        &other,
+        &exp,
+        task.bundle_parts(),
+        serde_json::Value::Null,
+        &again,
+    )
+    .unwrap();
+    assert_eq!(
+        tensors(&again.join("model.safetensors")),
+        b,
+        "every tensor comes back"
+    );
+
+    let err = recforge_infer::bundle::Bundle::load(&torch_dir)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("PyTorch's layout") && err.contains("--layout"),
+        "{err}"
+    );
+}

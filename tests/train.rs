@@ -107,19 +107,69 @@ fn resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() {
     // A resolved config can be read back as it was.
     let saved = Experiment::load(&run.join("config.toml"), &[]).unwrap();
     assert_eq!(saved, exp);
-    // TensorBoard files of both sessions hold the validation curve.
-    let mut epochs_logged = Vec::new();
+    // TensorBoard files of both sessions hold the validation curve, at the
+    // optimizer step each epoch ended on (the x-axis of the step losses),
+    // and each session's resolved config as text.
+    let whole = recforge::train::checkpoint::read_latest_state(&run).unwrap();
+    let epoch_ends: Vec<u64> = whole.history.iter().map(|h| h.step as u64).collect();
+    let (mut logged, mut configs, mut step_losses) = (Vec::new(), Vec::new(), 0);
     for e in std::fs::read_dir(run.join("tensorboard")).unwrap() {
-        let scalars = recforge::train::tensorboard::read_scalars(&e.unwrap().path()).unwrap();
-        epochs_logged.extend(
+        let path = e.unwrap().path();
+        if !path.to_string_lossy().contains("tfevents") {
+            continue;
+        }
+        let scalars = recforge::train::tensorboard::read_scalars(&path).unwrap();
+        logged.extend(
             scalars
                 .iter()
                 .filter(|s| s.0 == "valid/MAP@12")
                 .map(|s| s.1),
         );
+        step_losses += scalars.iter().filter(|s| s.0 == "train/loss_step").count();
+        configs.extend(recforge::train::tensorboard::read_texts(&path).unwrap());
     }
-    epochs_logged.sort();
-    assert_eq!(epochs_logged, vec![1, 2, 3]);
+    logged.sort();
+    assert_eq!(logged, epoch_ends);
+    assert_eq!(
+        step_losses as u64,
+        *epoch_ends.last().unwrap(),
+        "one loss per step"
+    );
+    assert_eq!(configs.len(), 2, "one config text per session");
+    assert!(
+        configs
+            .iter()
+            .all(|(tag, _, text)| tag == "config" && text.contains("name = \"tiny\""))
+    );
+    // The projector's files: one vector per item, beside its metadata.
+    let tb = run.join("tensorboard");
+    let vectors = std::fs::read_to_string(tb.join("item_embeddings.tsv")).unwrap();
+    let meta = std::fs::read_to_string(tb.join("item_embeddings_metadata.tsv")).unwrap();
+    assert_eq!(
+        vectors.lines().count() + 1,
+        meta.lines().count(),
+        "metadata has a header"
+    );
+    assert!(
+        vectors.lines().all(|l| l.split('\t').count() == 16),
+        "d_model columns"
+    );
+    assert!(
+        std::fs::read_to_string(tb.join("projector_config.pbtxt"))
+            .unwrap()
+            .contains("item_embeddings.tsv")
+    );
+    // The summary the sweep and `runs` read, and the whole run's curves.
+    let summary = recforge::train::summary::RunSummary::read(&run)
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.epochs, summary.seed), (3, exp.seed));
+    // JSON keeps every digit it prints, not always the last bit.
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(close(summary.test.plain[0].map, full_test.plain[0].map));
+    assert!(close(summary.test.masked[0].ndcg, full_test.masked[0].ndcg));
+    let curves = std::fs::read_to_string(run.join("curves.svg")).unwrap();
+    assert!(curves.contains("training loss") && curves.contains(">selected<"));
     // Starting a new run over an existing one is refused, not overwritten.
     let again = train(&exp, &opts(run.clone())).unwrap_err().to_string();
     assert!(again.contains("--resume"), "{again}");
@@ -225,6 +275,24 @@ fn seeds_train_one_run_per_seed_and_summarise_them() {
     let md = std::fs::read_to_string(root.join("seeds.md")).unwrap();
     assert!(md.contains("| MAP@12 | kept |"), "{md}");
     assert!(root.join("seeds.json").exists());
-    // A second call over the same directory is refused, not overwritten.
-    assert!(recforge::pipeline::seeds::train_seeds(&req, 2).is_err());
+    // A second call reuses the finished runs: nothing is trained again.
+    let before: Vec<Vec<u8>> = report
+        .runs
+        .iter()
+        .map(|r| std::fs::read(r.run_dir.join("summary.json")).unwrap())
+        .collect();
+    let again = recforge::pipeline::seeds::train_seeds(&req, 2).unwrap();
+    assert_eq!(again.columns[0].test.values, report.columns[0].test.values);
+    for (r, b) in report.runs.iter().zip(&before) {
+        assert_eq!(&std::fs::read(r.run_dir.join("summary.json")).unwrap(), b);
+    }
+    // Another config over the same directory is refused, not overwritten.
+    let other = recforge::pipeline::commands::TrainRequest {
+        set: vec!["optim.lr=0.01".into()],
+        ..req
+    };
+    let err = recforge::pipeline::seeds::train_seeds(&other, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another config"), "{err}");
 }

@@ -176,6 +176,45 @@ pub fn compare(
 }
 
 impl Comparison {
+    /// The forest chart: each metric's B − A with its 95% interval, as a
+    /// share of A's value, so metrics of different scales (MAP@12 against
+    /// revenue per impression) share one axis without one flattening the
+    /// others; the absolute figures are written beside each row.
+    pub fn forest_svg(&self) -> String {
+        let rows: Vec<crate::eval::plot::ForestRow> = self
+            .differences
+            .iter()
+            .map(|d| {
+                let rel = |v: f64| {
+                    if d.a != 0.0 {
+                        100.0 * v / d.a
+                    } else {
+                        f64::NAN
+                    }
+                };
+                crate::eval::plot::ForestRow {
+                    label: d.metric.clone(),
+                    estimate: rel(d.diff),
+                    low: rel(d.ci_low),
+                    high: rel(d.ci_high),
+                    note: if d.a != 0.0 {
+                        format!("{:+.5} [{:+.5}, {:+.5}]", d.diff, d.ci_low, d.ci_high)
+                    } else {
+                        format!("{:+.5} (A is 0: no relative figure)", d.diff)
+                    },
+                }
+            })
+            .collect();
+        crate::eval::plot::forest_chart(
+            &format!(
+                "`{}` (B) against `{}` (A), {} customers",
+                self.b, self.a, self.customers
+            ),
+            "B − A, % of A, with the paired-bootstrap 95% interval",
+            &rows,
+        )
+    }
+
     pub fn markdown(&self) -> String {
         let mut s = format!(
             "# A/B: `{}` (B) against `{}` (A)\n\nPaired over {} customers; 95% intervals from {} bootstrap resamples of customers (seed {}).\n\n\
@@ -246,5 +285,17 @@ mod tests {
         let c = compare(&a, &shuffled, 200, 7).unwrap();
         assert!((c.differences[0].diff - 0.05).abs() < 1e-12);
         assert!(compare(&a, &system("x", vec![]), 10, 1).is_err());
+    }
+
+    #[test]
+    fn the_forest_chart_has_a_row_per_metric_relative_to_a() {
+        let a = system("a", vec![0.1, 0.2, 0.3, 0.2]);
+        let b = system("b", vec![0.2, 0.3, 0.4, 0.3]);
+        let c = compare(&a, &b, 100, 3).unwrap();
+        let svg = c.forest_svg();
+        assert!(svg.contains(">MAP@12<"));
+        assert_eq!(svg.matches("stroke-width=\"3\"").count(), 1);
+        // +0.1 on a mean of 0.2: the axis runs to at least +50%.
+        assert!(svg.contains("+0.10000 [+0.10000, +0.10000]"), "{svg}");
     }
 }

@@ -133,6 +133,15 @@ pub enum Measure {
 }
 
 impl Measure {
+    /// Every measure, in table order.
+    pub const ALL: [Measure; 5] = [
+        Measure::Map,
+        Measure::Recall,
+        Measure::Ndcg,
+        Measure::HitRate,
+        Measure::Mrr,
+    ];
+
     /// The results table's column head (before `@k`).
     pub fn column(self) -> &'static str {
         match self {
@@ -308,13 +317,7 @@ mod tests {
             revenue_per_impression: 0.7,
         };
         let cols = m.columns();
-        for measure in [
-            Measure::Map,
-            Measure::Recall,
-            Measure::Ndcg,
-            Measure::HitRate,
-            Measure::Mrr,
-        ] {
+        for measure in Measure::ALL {
             let col = Metric { measure, k: 12 }.column();
             let want = cols.iter().find(|c| c.0 == col).unwrap().1;
             assert_eq!(measure.of(&m), want, "{col}");

@@ -19,7 +19,7 @@ pub mod serving_data;
 use std::path::Path;
 
 use burn::module::Module;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use recforge_infer::bundle::{self, FORMAT, FORMAT_VERSION, Manifest, ModelKind, TensorInfo};
 use serde::Serialize;
@@ -122,7 +122,24 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How the weights file lays out the parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Layout {
+    /// burn's: what recforge-infer and recforge-serve read.
+    #[default]
+    Burn,
+    /// PyTorch's, for `load_state_dict` into the reference module of
+    /// `models/README.md`: Linear weights `[d_out, d_in]`, LayerNorm
+    /// `weight`/`bias` (burn-store's own adapter does the conversion).
+    Pytorch,
+}
+
 pub fn export(run_dir: &Path, out: &Path) -> Result<Exported> {
+    export_as(run_dir, out, Layout::Burn)
+}
+
+/// As [`export`], with the weights in `layout`.
+pub fn export_as(run_dir: &Path, out: &Path, layout: Layout) -> Result<Exported> {
     let config = run_dir.join("config.toml");
     let exp = Experiment::load(&config, &[])?;
     let best = run_dir.join("best");
@@ -144,11 +161,11 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<Exported> {
     match parts.model.clone() {
         ModelShape::SasRec(c) => {
             let model = checkpoint::load_model(&best, c.init(&parts.item_features(), &dev))?;
-            write_bundle(&model, &exp, parts, validation, out)
+            write_bundle_as(&model, &exp, parts, validation, out, layout)
         }
         ModelShape::TwoTower(c) => {
             let model = checkpoint::load_model(&best, c.init(&dev))?;
-            write_bundle(&model, &exp, parts, validation, out)
+            write_bundle_as(&model, &exp, parts, validation, out, layout)
         }
     }
 }
@@ -200,9 +217,23 @@ pub fn write_bundle<M: Module>(
     validation: serde_json::Value,
     out: &Path,
 ) -> Result<Exported> {
+    write_bundle_as(model, exp, parts, validation, out, Layout::Burn)
+}
+
+fn write_bundle_as<M: Module>(
+    model: &M,
+    exp: &Experiment,
+    parts: BundleParts,
+    validation: serde_json::Value,
+    out: &Path,
+    layout: Layout,
+) -> Result<Exported> {
     let tmp = AtomicDir::create(out)?;
     let wpath = tmp.path().join(bundle::WEIGHTS);
     let mut store = SafetensorsStore::from_file(wpath.clone()).overwrite(true);
+    if layout == Layout::Pytorch {
+        store = store.with_to_adapter(BurnToPyTorchAdapter);
+    }
     model
         .valid()
         .save_into(&mut store)
@@ -236,7 +267,11 @@ pub fn write_bundle<M: Module>(
         weights: bundle::WEIGHTS.into(),
         sha256: sha256.clone(),
         tensors: tensors.clone(),
-        linear_layout: "weight [d_in, d_out], y = x W + b".into(),
+        linear_layout: match layout {
+            Layout::Burn => bundle::BURN_LAYOUT,
+            Layout::Pytorch => bundle::PYTORCH_LAYOUT,
+        }
+        .into(),
         padding_id: 0,
         sasrec: parts.sasrec,
         two_tower: parts.two_tower,

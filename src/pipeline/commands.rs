@@ -304,7 +304,11 @@ pub fn compare(
         seed,
     )?;
     if let Some(path) = out {
-        write_md_json(path, &c.markdown(), &c)?;
+        let svg = path.with_extension("svg");
+        let name = svg.file_name().map(|n| n.to_string_lossy().into_owned());
+        let md = c.markdown() + &format!("\n![B − A per metric]({})\n", name.unwrap_or_default());
+        write_md_json(path, &md, &c)?;
+        write_atomic(&svg, c.forest_svg().as_bytes())?;
     }
     Ok(c)
 }

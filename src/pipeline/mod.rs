@@ -10,8 +10,10 @@
 
 pub mod commands;
 mod report;
+pub mod runs;
 pub mod seeds;
 mod steps;
+pub mod sweep;
 
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};

@@ -38,11 +38,13 @@ where the kernel did not let the counter be reset).\n\n\
         peak.map(|m| format!("{m:.0}"))
             .unwrap_or_else(|| "-".into())
     );
-    stages += "\n![validation metric per epoch](validation.svg)\n\n![candidate recall by source](candidates.svg)\n";
+    stages += "\n![validation metric and training loss per epoch](validation.svg)\n\n![candidate recall by source](candidates.svg)\n";
     stages
 }
 
-/// The report's charts: each model's validation metric per epoch, and the
+/// The report's charts: each model's validation metric and training loss
+/// over every epoch it ran (early stopping's last ones included, the
+/// selected epoch marked), one panel each, and the
 /// recall of each candidate source (those that proposed anything) and of
 /// their union.
 pub(super) fn plots(
@@ -51,10 +53,16 @@ pub(super) fn plots(
     models: [(&str, &Experiment); 2],
     candidates: &RecallReport,
 ) -> Result<()> {
-    let mut series = Vec::new();
+    let mut charts = Vec::new();
     for (stage, exp) in models {
+        let dir = run_dir.join(stage);
+        let state = crate::train::checkpoint::read_latest_state(&dir)?;
         let metric = exp.eval.metric;
-        let state = crate::train::checkpoint::read_state(&run_dir.join(stage).join("best"))?;
+        let masked = if exp.eval.select_masked {
+            " (seen masked)"
+        } else {
+            ""
+        };
         let points: Vec<(f64, f64)> = state
             .history
             .iter()
@@ -63,10 +71,34 @@ pub(super) fn plots(
                 Some((h.epoch as f64, v))
             })
             .collect();
-        series.push((format!("{stage}: valid {}", metric.column()), points));
+        let mark = state.best_epoch.map(|b| (b as f64, "selected"));
+        charts.push(crate::eval::plot::marked_line_chart(
+            &format!("{stage}: validation {}{masked}", metric.column()),
+            "epoch",
+            &metric.column(),
+            &[(format!("valid {}", metric.column()), points)],
+            mark,
+            crate::eval::plot::YScale::FromZero,
+        ));
+        let loss: Vec<(f64, f64)> = state
+            .history
+            .iter()
+            .map(|h| (h.epoch as f64, h.loss))
+            .collect();
+        charts.push(crate::eval::plot::marked_line_chart(
+            &format!("{stage}: training loss"),
+            "epoch",
+            "loss",
+            &[("train loss".into(), loss)],
+            mark,
+            crate::eval::plot::YScale::Fit,
+        ));
     }
-    let svg =
-        crate::eval::plot::line_chart("Validation metric per epoch", "epoch", "value", &series);
+    let svg = crate::eval::plot::panels(
+        "Every epoch of each model, the selected one marked",
+        &charts,
+        2,
+    );
     crate::util::fsutil::write_atomic(report_dir.join("validation.svg"), svg.as_bytes())?;
     let mut bars: Vec<(String, f64)> = candidates
         .sources

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::commands::{TrainRequest, train};
 use crate::train::checkpoint;
 use crate::train::evaluate::EvalResult;
+use crate::train::summary::RunSummary;
 use crate::util::fsutil::write_atomic;
 
 /// One seed's run.
@@ -68,8 +69,93 @@ pub fn seeds_of(base: u64, n: usize) -> Vec<u64> {
     (0..n as u64).map(|i| base.wrapping_add(i)).collect()
 }
 
+/// What became of a run asked for: trained from the start, continued from
+/// its newest checkpoint, or found finished and reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fate {
+    Trained,
+    Resumed,
+    Reused,
+}
+
+/// Trains the run of `config` with `set` in `dir`, or takes what is there:
+/// a finished run (its `summary.json`) is reused and an interrupted one is
+/// resumed from its newest checkpoint, so a killed sweep or seed series
+/// picks up where it stopped. The run found there must have been started
+/// with the same resolved config; another is refused, never overwritten.
+pub fn run_or_resume(config: &Path, set: &[String], dir: &Path) -> Result<(SeedRun, Fate)> {
+    use crate::config::experiment::Experiment;
+    let want = Experiment::load(config, set)?;
+    let saved = dir.join("config.toml");
+    if saved.exists() {
+        let had = Experiment::load(&saved, &[])?;
+        if had != want {
+            return Err(Error::Config(format!(
+                "{} holds a run of another config (its config.toml differs); move it away or choose another directory",
+                dir.display()
+            )));
+        }
+    }
+    let request = |resume: bool| TrainRequest {
+        config: Some(config.to_path_buf()),
+        set: set.to_vec(),
+        resume: resume.then(|| dir.to_path_buf()),
+        run_dir: (!resume).then(|| dir.to_path_buf()),
+        device: None,
+        results_dir: None,
+        stop_after: None,
+    };
+    let fate = if RunSummary::read(dir)?.is_some() {
+        Fate::Reused
+    } else if !checkpoint::list(&dir.join("checkpoints"))?.is_empty() {
+        train(&request(true))?;
+        Fate::Resumed
+    } else {
+        // Killed before its first checkpoint: nothing of it is worth keeping.
+        let empty = dir.join("checkpoints");
+        if empty.exists() {
+            std::fs::remove_dir_all(&empty).map_err(|e| Error::io(&empty, e))?;
+        }
+        train(&request(false))?;
+        Fate::Trained
+    };
+    let summary = RunSummary::read(dir)?
+        .ok_or_else(|| Error::Runtime(format!("{} ended without a summary.json", dir.display())))?;
+    Ok((SeedRun::of(dir, summary)?, fate))
+}
+
+impl SeedRun {
+    fn of(dir: &Path, s: RunSummary) -> Result<SeedRun> {
+        let valid = s.valid.ok_or_else(|| {
+            Error::invalid(
+                dir.join(crate::train::summary::FILE),
+                "the selected epoch has no validation record",
+            )
+        })?;
+        Ok(SeedRun {
+            seed: s.seed,
+            run_dir: dir.to_path_buf(),
+            best_epoch: s.best_epoch,
+            epochs: s.epochs,
+            valid,
+            test: s.test,
+        })
+    }
+}
+
+/// `KEY=VALUE` overrides for a run on `device` (a config key, so a resumed
+/// run's saved config compares equal to the file's).
+pub fn device_override(device: Option<crate::config::device::DeviceChoice>) -> Option<String> {
+    use clap::ValueEnum;
+    let d = device?;
+    let name = d.to_possible_value()?.get_name().to_string();
+    Some(format!("device=\"{name}\""))
+}
+
 /// Trains `req`'s experiment once per seed, each run in
-/// `<run_dir>/seed-S`, and writes `seeds.md` and `seeds.json` there.
+/// `<run_dir>/seed-S`, and writes `seeds.md` and `seeds.json` there. Runs
+/// already finished there are reused and interrupted ones resumed.
 pub fn train_seeds(req: &TrainRequest, n: usize) -> Result<SeedsReport> {
     use crate::config::experiment::Experiment;
     if n == 0 {
@@ -84,35 +170,23 @@ pub fn train_seeds(req: &TrainRequest, n: usize) -> Result<SeedsReport> {
         .config
         .as_ref()
         .ok_or_else(|| Error::Config("--seeds needs an experiment file".into()))?;
-    let exp = Experiment::load(config, &req.set)?;
+    let mut base = req.set.clone();
+    base.extend(device_override(req.device));
+    let exp = Experiment::load(config, &base)?;
     let root = req
         .run_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&exp.name));
     let mut runs = Vec::new();
     for seed in seeds_of(exp.seed, n) {
-        let mut set = req.set.clone();
+        let mut set = base.clone();
         set.push(format!("seed={seed}"));
-        let (out, run_dir) = train(&TrainRequest {
-            config: req.config.clone(),
-            set,
-            resume: None,
-            run_dir: Some(root.join(format!("seed-{seed}"))),
-            device: req.device,
-            results_dir: None,
-            stop_after: None,
-        })?;
-        let test = out
-            .test
-            .ok_or_else(|| Error::Data(format!("{} ended without a test", run_dir.display())))?;
-        runs.push(SeedRun {
-            seed,
-            best_epoch: out.best_epoch,
-            epochs: out.epochs,
-            valid: selected_valid(&run_dir)?,
-            test,
-            run_dir,
-        });
+        let dir = root.join(format!("seed-{seed}"));
+        let (run, fate) = run_or_resume(config, &set, &dir)?;
+        if fate != Fate::Trained {
+            eprintln!("seed {seed}: {fate:?} ({})", dir.display());
+        }
+        runs.push(run);
     }
     let report = SeedsReport {
         experiment: exp.name.clone(),
@@ -124,25 +198,6 @@ pub fn train_seeds(req: &TrainRequest, n: usize) -> Result<SeedsReport> {
         .map_err(|e| Error::invalid(root.join("seeds.json"), e.to_string()))?;
     write_atomic(root.join("seeds.json"), &json)?;
     Ok(report)
-}
-
-/// The validation metrics of the epoch the run selected.
-fn selected_valid(run_dir: &Path) -> Result<EvalResult> {
-    let best = run_dir.join("best");
-    let state = checkpoint::read_state(&best)?;
-    let epoch = state.best_epoch;
-    state
-        .history
-        .iter()
-        .rev()
-        .find(|h| Some(h.epoch) == epoch)
-        .and_then(|h| h.valid.clone())
-        .ok_or_else(|| {
-            Error::invalid(
-                &best,
-                "the selected epoch has no validation record".to_string(),
-            )
-        })
 }
 
 /// Every column the first run has, in table order, unmasked then masked.

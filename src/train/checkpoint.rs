@@ -96,6 +96,15 @@ pub fn read_state(dir: &Path) -> Result<TrainState> {
     serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&path, e.to_string()))
 }
 
+/// The run's whole history: the newest checkpoint's state (epochs after the
+/// selected one included), or `best/`'s where no checkpoint is kept.
+pub fn read_latest_state(run_dir: &Path) -> Result<TrainState> {
+    match list(&run_dir.join("checkpoints"))?.pop() {
+        Some(last) => read_state(&last),
+        None => read_state(&run_dir.join("best")),
+    }
+}
+
 /// Checkpoint directories, oldest first.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.exists() {

@@ -18,6 +18,7 @@ pub mod parts;
 pub mod progress;
 pub mod sasrec;
 pub mod schedule;
+pub mod summary;
 pub mod task;
 pub mod tensorboard;
 pub mod two_tower;
@@ -168,6 +169,13 @@ fn run<T: Report>(
     };
     let (mut model, mut optim, mut state) = lp.start()?;
     let mut tb = EventWriter::create(&opt.run_dir.join("tensorboard"))?;
+    // Indented: a Markdown code block, as TensorBoard's text dashboard shows it.
+    let config_text: String = exp
+        .to_toml()
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    tb.text("config", state.step as u64, &config_text)?;
     eprintln!(
         "{}: {}, {} steps per epoch, {} parameters",
         exp.name,
@@ -185,7 +193,7 @@ fn run<T: Report>(
         {
             return Ok(outcome(opt, &chosen, &state, None, None));
         }
-        if let Some(why) = over_budget(exp, &state) {
+        if let Some(why) = over_budget(exp, &state).or_else(|| out_of_patience(exp, &state)) {
             stop_reason = Some(why);
             break;
         }
@@ -201,13 +209,10 @@ fn run<T: Report>(
             l.wall_s = epoch_wall;
         }
         lp.checkpoint(&model, &optim, &state)?;
+        summary::write_curves(&opt.run_dir, exp, &state)?;
         eprintln!("{line} [{} elapsed]", clock(state.elapsed_s));
-        // Early stopping waits for the step floor.
-        if exp.train.patience > 0
-            && state.bad_evals >= exp.train.patience
-            && state.step >= exp.train.min_steps
-        {
-            stop_reason = Some(format!("no improvement in {} evaluations", state.bad_evals));
+        if let Some(why) = out_of_patience(exp, &state) {
+            stop_reason = Some(why);
             break;
         }
     }
@@ -233,7 +238,94 @@ fn run<T: Report>(
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         table.write(dir, &exp.name)?;
     }
+    write_projection(
+        &opt.run_dir.join("tensorboard"),
+        &task,
+        &best,
+        &chosen.device,
+    )?;
+    summary::write_curves(&opt.run_dir, exp, &state)?;
+    // Last: its presence marks a finished run (sweeps skip such runs).
+    summary::RunSummary::new(
+        exp,
+        &chosen.description,
+        &state,
+        test.clone(),
+        stop_reason.as_deref(),
+    )
+    .write(&opt.run_dir)?;
     Ok(outcome(opt, &chosen, &state, Some(test), Some(table)))
+}
+
+/// At most this many items go to the projector (the most purchased), so a
+/// 105k-article catalogue stays a file a browser loads.
+const PROJECTOR_ITEMS: usize = 20_000;
+
+/// The selected model's item vectors for TensorBoard's projector, with each
+/// item's id, purchases and first categorical features as metadata.
+fn write_projection<T: Report>(
+    dir: &Path,
+    task: &T,
+    model: &T::Model,
+    device: &Device,
+) -> Result<()> {
+    let ds = task.data();
+    let table = task.item_vectors(model, device);
+    let [n, dim] = table.dims();
+    let values: Vec<f32> = table
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Runtime(format!("item vectors: {e:?}")))?;
+    let mut bought = vec![0u64; n];
+    for &i in &ds.inter.item {
+        if let Some(c) = bought.get_mut(i as usize) {
+            *c += 1;
+        }
+    }
+    let mut items: Vec<usize> = (1..n).collect();
+    if items.len() > PROJECTOR_ITEMS {
+        items.sort_by_key(|&i| (std::cmp::Reverse(bought[i]), i));
+        items.truncate(PROJECTOR_ITEMS);
+        items.sort_unstable();
+    }
+    let features = &ds.items.features[..ds.items.features.len().min(3)];
+    let mut columns = vec!["item", "purchases"];
+    columns.extend(features.iter().map(|f| f.name.as_str()));
+    let metadata = items
+        .iter()
+        .map(|&i| {
+            let mut row = vec![ds.items.ids[i].clone(), bought[i].to_string()];
+            row.extend(features.iter().map(|f| {
+                let code = f.codes.get(i).copied().unwrap_or(0) as usize;
+                f.vocab.get(code).cloned().unwrap_or_default()
+            }));
+            row
+        })
+        .collect();
+    let rows: Vec<f32> = items
+        .iter()
+        .flat_map(|&i| values[i * dim..(i + 1) * dim].iter().copied())
+        .collect();
+    tensorboard::write_projector(
+        dir,
+        &tensorboard::Projection {
+            name: "item_embeddings",
+            dim,
+            values: &rows,
+            columns: &columns,
+            metadata,
+        },
+    )
+}
+
+/// Early stopping's rule, waiting for the step floor; checked after each
+/// epoch and before the next, so a run resumed after it fired stops too.
+fn out_of_patience(exp: &Experiment, state: &TrainState) -> Option<String> {
+    (exp.train.patience > 0
+        && state.bad_evals >= exp.train.patience
+        && state.step >= exp.train.min_steps)
+        .then(|| format!("no improvement in {} evaluations", state.bad_evals))
 }
 
 /// What a run reports back: without a test (and table) when it stopped
@@ -467,8 +559,12 @@ impl<T: Task> Loop<'_, T> {
     }
 }
 
+/// Epoch scalars at the optimizer step the epoch ended on: the x-axis of
+/// every curve is the step, as for `train/loss_step`, so TensorBoard lines
+/// them up (`train/epoch` maps steps back to epochs).
 fn log_epoch<T: Task>(tb: &mut EventWriter, log: &EpochLog) -> Result<()> {
-    let step = log.epoch as u64;
+    let step = log.step as u64;
+    tb.scalar("train/epoch", step, log.epoch as f64)?;
     tb.scalar("train/loss", step, log.loss)?;
     tb.scalar("train/lr", step, log.lr)?;
     tb.scalar(&format!("train/{}_per_s", T::UNIT), step, log.seqs_per_s)?;

@@ -178,6 +178,14 @@ impl Task for SasRecTask {
 }
 
 impl Report for SasRecTask {
+    fn data(&self) -> &Dataset {
+        &self.p.ds
+    }
+
+    fn item_vectors(&self, model: &SasRec, _device: &Device) -> Tensor<2> {
+        model.item_table()
+    }
+
     fn describe(&self, _model: &SasRec) -> String {
         format!(
             "{} training windows from {} customers, {} items, {} item features",

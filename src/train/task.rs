@@ -60,6 +60,11 @@ pub trait Report: Task {
     /// What a bundle of this model needs from the data, recorded when the
     /// run starts so export never reads the data again.
     fn bundle_parts(&self) -> BundleParts;
+    /// The run's dataset (item ids and features, for the projector).
+    fn data(&self) -> &crate::data::Dataset;
+    /// The vectors the model scores items with `[n_items, d]` (row 0 =
+    /// padding), for TensorBoard's embedding projector.
+    fn item_vectors(&self, model: &Self::Model, device: &Device) -> Tensor<2>;
 }
 
 /// The experiment's prepared data and its split, which must have a

@@ -544,6 +544,14 @@ impl Task for TwoTowerTask {
 }
 
 impl Report for TwoTowerTask {
+    fn data(&self) -> &Dataset {
+        &self.ds
+    }
+
+    fn item_vectors(&self, model: &TwoTower, device: &Device) -> Tensor<2> {
+        self.item_table(model, device)
+    }
+
     fn describe(&self, _model: &TwoTower) -> String {
         format!(
             "{} training samples from {} rows, {} items ({} item features), {} customer features, history {:?}",

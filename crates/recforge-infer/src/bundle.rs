@@ -20,6 +20,12 @@ pub const FORMAT: &str = "recforge-bundle";
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
 pub const WEIGHTS: &str = "model.safetensors";
+/// `linear_layout` of the bundles this crate serves: burn's own.
+pub const BURN_LAYOUT: &str = "weight [d_in, d_out], y = x W + b";
+/// `linear_layout` of a bundle exported for PyTorch (`recforge export
+/// --layout pytorch`): Linear weights transposed, norms' `weight`/`bias`.
+pub const PYTORCH_LAYOUT: &str =
+    "pytorch: Linear weight [d_out, d_in], y = x W^T + b; LayerNorm weight/bias";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -268,6 +274,18 @@ impl Bundle {
             FORMAT_VERSION,
         )
         .map_err(bad)?;
+        if manifest.linear_layout != BURN_LAYOUT {
+            return Err(bad(if manifest.linear_layout == PYTORCH_LAYOUT {
+                "its weights are in PyTorch's layout (exported with --layout pytorch, for load_state_dict); \
+                 this reader serves burn's: export the run again without --layout"
+                    .into()
+            } else {
+                format!(
+                    "linear_layout `{}` is not one this reader knows (`{BURN_LAYOUT}`)",
+                    manifest.linear_layout
+                )
+            }));
+        }
         let wpath = dir.join(&manifest.weights);
         let bytes = std::fs::read(&wpath).map_err(|e| Error::Io {
             path: wpath.clone(),

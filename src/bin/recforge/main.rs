@@ -51,6 +51,12 @@ enum Cmd {
     Run(cli::run::RunArgs),
     /// Train the model an experiment file names (or continue a run).
     Train(cli::train::TrainArgs),
+    /// Train every combination of a grid of config values over seeds,
+    /// resumable, and rank them on validation (test beside it).
+    Sweep(cli::train::SweepArgs),
+    /// List the training runs under a directory: config differences,
+    /// validation and test metrics, epochs, time, device; with a chart.
+    Runs(cli::train::RunsArgs),
     /// Export a run's selected model as a bundle for the inference crate
     /// (model.safetensors + manifest.json; format in models/README.md).
     Export(cli::train::ExportArgs),
@@ -91,6 +97,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Rank(a) => cli::evaluate::rank(a),
         Cmd::Compare(a) => cli::evaluate::compare(a),
         Cmd::Train(a) => cli::train::train(a),
+        Cmd::Sweep(a) => cli::train::sweep(a),
+        Cmd::Runs(a) => cli::train::runs(a),
         Cmd::Export(a) => cli::train::export(a),
         Cmd::Refresh(a) => cli::train::refresh(a),
         Cmd::Run(a) => cli::run::run(a),

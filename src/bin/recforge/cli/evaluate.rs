@@ -210,7 +210,8 @@ pub struct CompareArgs {
     /// Seed of the bootstrap draws.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Also write the comparison as NAME.md / NAME.json.
+    /// Also write the comparison as NAME.md / NAME.json, and its forest
+    /// chart (B − A and its 95% interval per metric) as NAME.svg.
     #[arg(long)]
     out: Option<PathBuf>,
 }

@@ -70,6 +70,83 @@ pub fn train(a: TrainArgs) -> Result<()> {
 }
 
 #[derive(Args)]
+pub struct SweepArgs {
+    /// Experiment TOML every combination starts from.
+    config: PathBuf,
+    /// One axis of the grid: a config key and its values, e.g.
+    /// `--grid optim.lr=1e-3,2e-3` (repeatable; every combination is run).
+    #[arg(long = "grid", value_name = "KEY=V1,V2,...", required = true)]
+    grid: Vec<String>,
+    /// Runs per combination: the config's seed and the N − 1 after it.
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
+    /// Each run's training budget in seconds (sets train.time_budget_s).
+    #[arg(long, value_name = "S")]
+    budget_s: Option<f64>,
+    /// Override a config value in every combination (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The backend; overrides the config's `device`.
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
+    /// Where the sweep's runs and table go (default `runs/sweep-<name>`).
+    /// Rerunning the same command there skips finished runs and resumes an
+    /// interrupted one.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+pub fn sweep(a: SweepArgs) -> Result<()> {
+    use recforge::pipeline::sweep::{self, Axis, SweepRequest};
+    let axes = a
+        .grid
+        .iter()
+        .map(|g| Axis::parse(g))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let report = sweep::sweep(&SweepRequest {
+        config: a.config,
+        set: a.set,
+        axes,
+        seeds: a.seeds,
+        budget_s: a.budget_s,
+        device: a.device,
+        run_dir: a.run_dir,
+    })?;
+    println!("{}", sweep::markdown(&report));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RunsArgs {
+    /// The directory holding runs (searched a few levels deep).
+    #[arg(default_value = "runs")]
+    dir: PathBuf,
+    /// Sort by this validation metric (e.g. `ndcg@10`); default: the first
+    /// run's selection metric.
+    #[arg(long, value_name = "METRIC")]
+    sort: Option<String>,
+}
+
+pub fn runs(a: RunsArgs) -> Result<()> {
+    let sort = a
+        .sort
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| anyhow::anyhow!("--sort {e}"))?;
+    let report = recforge::pipeline::runs::list(&a.dir, sort)?;
+    print!("{}", recforge::pipeline::runs::terminal(&report));
+    println!(
+        "
+{} runs; table in {} and chart in {}",
+        report.rows.len(),
+        a.dir.join("runs.md").display(),
+        a.dir.join("runs.svg").display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
 pub struct ExportArgs {
     /// The run directory (runs/NAME), or a ranking bundle a pipeline run
     /// wrote (runs/NAME/ranking-REPORT), checked and copied whole.
@@ -77,6 +154,10 @@ pub struct ExportArgs {
     /// The bundle directory to write (e.g. models/NAME); replaced atomically.
     #[arg(long)]
     out: PathBuf,
+    /// The weights' layout: `burn` (served by recforge-infer), or `pytorch`
+    /// for `load_state_dict` into the reference module in models/README.md.
+    #[arg(long, value_enum, default_value = "burn")]
+    layout: recforge::export::Layout,
 }
 
 #[derive(Args)]
@@ -111,6 +192,10 @@ pub fn refresh(a: RefreshArgs) -> Result<()> {
 pub fn export(a: ExportArgs) -> Result<()> {
     use recforge_infer::rank::bundle::SecondStageSpec;
     if recforge_infer::rank::bundle::is_ranking(&a.run_dir) {
+        anyhow::ensure!(
+            a.layout == recforge::export::Layout::Burn,
+            "--layout pytorch exports one model's run, not a ranking bundle"
+        );
         let m = recforge::export::export_ranking(&a.run_dir, &a.out)?;
         println!(
             "exported ranking bundle `{}` (day {}, {} articles, second stage: {}) to {}",
@@ -126,7 +211,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let e = recforge::export::export(&a.run_dir, &a.out)?;
+    let e = recforge::export::export_as(&a.run_dir, &a.out, a.layout)?;
     println!(
         "exported {:?} model: {} tensors, {} bytes of weights (sha256 {}) to {}",
         e.kind,

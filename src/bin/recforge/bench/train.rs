@@ -28,7 +28,20 @@ pub struct Shape {
     pub negatives: usize,
 }
 
+/// Only for dry runs of `benches/gpu.sh` on a software Vulkan driver:
+/// selected by `--only tiny`, never by default.
+pub const TINY: &str = "tiny dry-run";
+
 pub const SHAPES: &[Shape] = &[
+    Shape {
+        name: "tiny dry-run (batch 8, length 8, 101 items)",
+        batch: 8,
+        len: 8,
+        n_items: 101,
+        n_features: 1,
+        loss: LossKind::Full,
+        negatives: 0,
+    },
     Shape {
         name: "ml-100k (full softmax)",
         batch: 128,
@@ -123,7 +136,11 @@ One step = forward, backward and Adam update of a 2-layer, 2-head, d=64 SASRec; 
     );
     for &d in devices {
         let chosen = device::choose(d)?;
-        for s in SHAPES.iter().filter(|s| s.name.contains(only)) {
+        let tiny_asked = TINY.contains(only) && !only.is_empty();
+        for s in SHAPES
+            .iter()
+            .filter(|s| s.name.contains(only) && (s.name.starts_with(TINY) == tiny_asked))
+        {
             eprintln!("{} on {} ...", s.name, chosen.description);
             let (ms, sps) = time_steps(&chosen.device, s, 2, steps)?;
             eprintln!("  {ms:.1} ms/step, {sps:.0} seq/s");

@@ -1,5 +1,7 @@
 //! burn models.
 
+pub mod dropout;
+pub mod encoder;
 pub mod sasrec;
 pub mod two_tower;
 

@@ -10,13 +10,12 @@
 
 use burn::module::{Initializer, Module};
 use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::dropout::FastDropout;
+use super::encoder::{Encoder, EncoderConfig};
 use crate::features::ItemFeature;
 
 /// Epsilon of the LayerNorm after embedding + position (as SASRec's 1e-12).
@@ -70,17 +69,17 @@ impl SasRecConfig {
             norm: LayerNormConfig::new(self.d_model)
                 .with_epsilon(EMBED_NORM_EPS)
                 .init(device),
-            dropout: DropoutConfig::new(self.dropout).init(),
-            encoder: TransformerEncoderConfig::new(
-                self.d_model,
-                self.d_ff,
-                self.n_heads,
-                self.n_layers,
-            )
-            .with_dropout(self.dropout)
-            .with_norm_first(self.norm_first)
-            .with_layer_norm_eps(LAYER_NORM_EPS)
-            .with_initializer(normal)
+            dropout: FastDropout::new(self.dropout),
+            encoder: EncoderConfig {
+                d_model: self.d_model,
+                d_ff: self.d_ff,
+                n_heads: self.n_heads,
+                n_layers: self.n_layers,
+                dropout: self.dropout,
+                norm_first: self.norm_first,
+                layer_norm_eps: LAYER_NORM_EPS,
+                initializer: normal,
+            }
             .init(device),
             final_norm: self.norm_first.then(|| {
                 LayerNormConfig::new(self.d_model)
@@ -102,8 +101,8 @@ pub struct SasRec {
     /// Learned positions `[max_len, d]`; the most recent item is at max_len - 1.
     pub position: Embedding,
     pub norm: LayerNorm,
-    pub dropout: Dropout,
-    pub encoder: TransformerEncoder,
+    pub dropout: FastDropout,
+    pub encoder: Encoder,
     /// Pre-norm stacks leave the residual stream unnormalised; this closes it.
     pub final_norm: Option<LayerNorm>,
 }
@@ -169,11 +168,7 @@ impl SasRec {
         let x = self.dropout.forward(self.norm.forward(x + pos));
         let causal = generate_autoregressive_mask(b, l, &device);
         let pad = inputs.equal_elem(0);
-        let h = self.encoder.forward(
-            TransformerEncoderInput::new(x)
-                .mask_attn(causal)
-                .mask_pad(pad),
-        );
+        let h = self.encoder.forward(x, &pad, &causal);
         match &self.final_norm {
             Some(norm) => norm.forward(h),
             None => h,

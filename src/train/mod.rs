@@ -75,6 +75,7 @@ pub struct Outcome {
 /// (the initial weights' stream is `task::INIT`).
 const ORDER: u64 = 0x006f_7264_6572;
 const STEP: u64 = 0x7374_6570;
+const DROPOUT: u64 = 0x0064_726f_706f_7574;
 
 /// Trains the experiment's model.
 pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
@@ -425,6 +426,10 @@ impl<T: Task> Loop<'_, T> {
             lr = schedule::lr_at(&exp.optim, step, self.total_steps);
             let mut rng = Rng::stream(exp.seed, STEP ^ ((step as u64) << 16));
             self.ad.seed(rng.next_u64());
+            // Its own stream: the step's draws (negatives) stay as they were.
+            crate::model::dropout::begin_step(
+                Rng::stream(exp.seed, DROPOUT ^ ((step as u64) << 16)).next_u64(),
+            );
             let loss = self.task.loss(&model, chunk, &mut rng, &self.ad);
             let value: f64 = loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {

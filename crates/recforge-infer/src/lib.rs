@@ -15,6 +15,7 @@
 //! The trainer uses the same code for its retrieval evaluation, so what is
 //! measured in training is what is served.
 
+pub mod bernoulli;
 pub mod bundle;
 pub mod dates;
 pub mod engine;

@@ -170,6 +170,39 @@ share = 0.5
         *seen.entry(variant).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "both variants served: {seen:?}");
+    // A new article on the ranking tenant: accepted, given an item id in
+    // both variants' engines, and kept through a reload (the overlay).
+    let manifest = recforge_infer::Bundle::load(&dir.join("models").join("shop").join("ranker"))
+        .unwrap()
+        .manifest;
+    let features: serde_json::Map<String, serde_json::Value> = manifest
+        .items
+        .features
+        .iter()
+        .map(|f| (f.name.clone(), f.vocab[f.codes[1] as usize].clone().into()))
+        .collect();
+    let admin = |path: &str, body: serde_json::Value| -> (u16, serde_json::Value) {
+        let mut resp = agent
+            .post(format!("http://{}{path}", server.addr))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer 0123456789abcdef0123")
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        (resp.status().as_u16(), serde_json::from_str(&text).unwrap())
+    };
+    let item = serde_json::json!({"items": [{"article_id": "0999999997", "features": features}]});
+    let (status, v) = admin("/v1/shop/items", item);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["added"], 1, "{v}");
+    for c in served.keys().take(20) {
+        let (status, v) = ask("shop", c);
+        assert_eq!((status, articles(&v).len()), (200, 12), "{v}");
+    }
+    let (status, v) = admin("/v1/shop/reload", serde_json::json!({}));
+    assert_eq!(status, 200, "{v}");
+    let c = served.keys().next().unwrap();
+    assert_eq!(ask("shop", c).0, 200);
     server.stop();
 }
 
@@ -324,6 +357,106 @@ fn new_articles_enter_through_a_refresh(bundle: &Path, ds: &recforge::data::Data
         "the new best seller is not served to a new customer: {:?}",
         ans.items
     );
+}
+
+/// An article added while serving (what `/items` does on a ranking tenant:
+/// embed it in both engines' pools, then give it an item id in a clone of
+/// the bundle): the two-tower source proposes it, its features read as an
+/// unsold article's, a sold-out mark keeps it out, and the bundle it was
+/// cloned from, still serving, ignores it.
+fn new_articles_enter_live(bundle: &Path, ds: &recforge::data::Dataset) {
+    use recforge_infer::rank::bundle::RankingBundle;
+    use recforge_infer::rank::sources::Source;
+    let b = RankingBundle::load(bundle).unwrap();
+    let hist = recforge::data::history::History::of_all(ds);
+    let users: Vec<u32> = (1..ds.users.len() as u32).step_by(3).collect();
+    // The raw attributes of the article the two-tower source proposes most,
+    // under a new id: its tower vector (no id part) lands beside it.
+    let tr = recforge::submit::ranking::Translation::new(&b, ds);
+    let mut times: std::collections::HashMap<u32, usize> = Default::default();
+    for p in tr.prepare(&b, ds, &hist, &users).unwrap() {
+        // The bundle it was cloned from, below, has these same candidates.
+        for c in p
+            .candidates
+            .iter()
+            .filter(|c| c.rank(Source::TwoTower).is_some())
+        {
+            *times.entry(c.item).or_default() += 1;
+        }
+    }
+    let template = times
+        .iter()
+        .max_by_key(|(i, n)| (**n, **i))
+        .map(|(i, _)| *i)
+        .unwrap();
+    let data_item = ds
+        .items
+        .ids
+        .iter()
+        .position(|a| *a == b.articles[template as usize])
+        .unwrap();
+    let id = "0999999998";
+    let features: std::collections::HashMap<String, String> = ds
+        .items
+        .features
+        .iter()
+        .map(|f| (f.name.clone(), f.vocab[f.codes[data_item] as usize].clone()))
+        .collect();
+    let engines = std::iter::once(&b.engine.ranker.engine)
+        .chain(b.engine.retrieval.as_ref().map(|r| &r.engine));
+    for e in engines {
+        let v = e.embed_article(&features).unwrap();
+        e.pool.update(|s| s.add(id, &v).map(|_| ())).unwrap();
+    }
+    let mut live = b.clone();
+    assert_eq!(live.add_articles(&[(id, &features)]), 1);
+    assert_eq!(live.add_articles(&[(id, &features)]), 0, "added once");
+    let k = live.item(id).unwrap();
+    assert_eq!(k as usize, b.articles.len(), "the next item id");
+    assert!(live.engine.context.ln_price(k).is_nan(), "never sold");
+    let tt = live.engine.retrieval.as_ref().unwrap();
+    assert!(tt.vector(k).is_some() && tt.sells(&tt.engine.pool.snapshot(), k));
+
+    let proposed = |bundle: &RankingBundle| -> usize {
+        let tr = recforge::submit::ranking::Translation::new(bundle, ds);
+        tr.prepare(bundle, ds, &hist, &users)
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p.candidates
+                    .iter()
+                    .any(|c| c.item == k && c.rank(Source::TwoTower).is_some())
+            })
+            .count()
+    };
+    let reached = proposed(&live);
+    assert!(
+        reached > 0,
+        "the two-tower source never proposed the new article"
+    );
+    // The bundle it was cloned from shares the pools but has no id for it.
+    let tr = recforge::submit::ranking::Translation::new(&b, ds);
+    for p in tr.prepare(&b, ds, &hist, &users).unwrap() {
+        assert!(
+            p.candidates
+                .iter()
+                .all(|c| (c.item as usize) < b.articles.len())
+        );
+    }
+    live.engine
+        .ranker
+        .engine
+        .pool
+        .set_available(id, false)
+        .unwrap();
+    assert_eq!(proposed(&live), 0, "sold out: never a candidate");
+    live.engine
+        .ranker
+        .engine
+        .pool
+        .set_available(id, true)
+        .unwrap();
+    assert_eq!(proposed(&live), reached);
 }
 
 /// The most popular articles, sold out while other articles flip between
@@ -612,6 +745,7 @@ patience = 20
     assert!(recforge::export::export_ranking(&bad, &d.join("models").join("bad")).is_err());
     assert!(!d.join("models").join("bad").exists());
     sold_out_articles_are_never_served(&run_dir.join("ranking-tiny"), &ds);
+    new_articles_enter_live(&run_dir.join("ranking-tiny"), &ds);
 
     // Unchanged: everything reused, nothing rewritten.
     let again = run(&cfg, &run_dir, &report).unwrap();

@@ -15,7 +15,7 @@ use recforge_infer::rank::second::Ordering;
 use recforge_infer::rank::sources::CandidateConfig;
 
 use crate::journal::{EventRecord, ItemRecord, Record};
-use crate::tenant::{Served, Tenant, unix_now};
+use crate::tenant::{Served, Tenant, Variants, unix_now};
 
 /// A client error (4xx) or a server fault (5xx), returned as
 /// `{"error": {"code", "message"}}`.
@@ -420,17 +420,6 @@ pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
     }
     let mut live = t.live.lock().unwrap_or_else(|e| e.into_inner());
     let variants = t.variants();
-    if variants
-        .served()
-        .any(|(_, s)| matches!(s, Served::Ranking { .. }))
-    {
-        return Err(ApiError::new(
-            422,
-            "ranking_bundle",
-            "this tenant serves a ranking bundle, whose candidate sources and features are fitted at export: \
-new articles enter it with the next exported bundle (mark articles sold out or back in stock with /availability)",
-        ));
-    }
     let engines: Vec<&Engine> = variants.engines().map(|(_, e)| e).collect();
     let known: Vec<&str> = variants
         .a
@@ -509,6 +498,25 @@ new articles enter it with the next exported bundle (mark articles sold out or b
             })
             .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
     }
+    // A ranking variant gives the new articles item ids in a clone of its
+    // tables, swapped in while `live` is held (requests in flight finish
+    // on the old one, which ignores pool entries it has no id for).
+    let added: Vec<(&str, &HashMap<String, String>)> = req
+        .items
+        .iter()
+        .map(|it| (it.article_id.as_str(), &it.features))
+        .collect();
+    t.replace_variants(|v| {
+        let a = v.a.with_articles(&added).map(std::sync::Arc::new);
+        let b =
+            v.b.as_ref()
+                .and_then(|b| b.with_articles(&added))
+                .map(std::sync::Arc::new);
+        (a.is_some() || b.is_some()).then(|| Variants {
+            a: a.unwrap_or_else(|| v.a.clone()),
+            b: b.or_else(|| v.b.clone()),
+        })
+    });
     t.apply(&mut live, &record);
     Ok(json!({"added": req.items.len(), "pool_size": variants.a.primary().pool.snapshot().len()}))
 }

@@ -47,7 +47,7 @@ enum Cmd {
         /// Soak: article ids to mark and buy, one per line.
         #[arg(long)]
         churn_articles: Option<PathBuf>,
-        /// Soak: no new articles (a ranking tenant refuses them).
+        /// Soak: send no new articles.
         #[arg(long)]
         churn_no_items: bool,
     },

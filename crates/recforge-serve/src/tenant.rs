@@ -86,10 +86,38 @@ impl Served {
     pub fn engines(&self) -> Vec<&Engine> {
         match self {
             Served::Model(e) => vec![e],
-            Served::Ranking { bundle, .. } => std::iter::once(&bundle.engine.ranker.engine)
-                .chain(bundle.engine.retrieval.as_ref().map(|r| &r.engine))
+            Served::Ranking { bundle, .. } => std::iter::once(&*bundle.engine.ranker.engine)
+                .chain(bundle.engine.retrieval.as_ref().map(|r| &*r.engine))
                 .collect(),
         }
+    }
+
+    /// A ranking variant after articles were added to its engines' pools:
+    /// a clone whose tables give them item ids (sharing engines, pools and
+    /// trees with this one), or None for a model variant (its pool is all
+    /// it serves from) or when none of them is new to it.
+    pub fn with_articles(&self, articles: &[(&str, &HashMap<String, String>)]) -> Option<Served> {
+        let Served::Ranking {
+            bundle,
+            ordering,
+            sizes,
+        } = self
+        else {
+            return None;
+        };
+        let mut bundle = bundle.clone();
+        let n = bundle.add_articles(articles);
+        (n > 0).then(|| {
+            let mut ordering = ordering.clone();
+            if let Some(o) = &mut ordering {
+                o.add_unsold(n);
+            }
+            Served::Ranking {
+                bundle,
+                ordering,
+                sizes: sizes.clone(),
+            }
+        })
     }
 }
 
@@ -305,17 +333,13 @@ struct HistoryLine {
 impl Tenant {
     pub fn load(name: &str, cfg: &TenantConfig, server: &Config) -> Result<Self> {
         let max_k = server.max_k;
-        let a = Arc::new(Served::load(
-            &server.models_dir.join(&cfg.bundle),
-            cfg,
-            max_k,
-        )?);
+        let a = Served::load(&server.models_dir.join(&cfg.bundle), cfg, max_k)?;
         let b = match &cfg.ab {
-            Some(ab) => Some(Arc::new(Served::load(
+            Some(ab) => Some(Served::load(
                 &server.models_dir.join(&ab.bundle),
                 cfg,
                 max_k,
-            )?)),
+            )?),
             None => None,
         };
         let today = match &cfg.today {
@@ -354,10 +378,11 @@ impl Tenant {
             }
             None => None,
         };
-        apply_overlay(&a, &overlay)?;
-        if let Some(b) = &b {
-            apply_overlay(b, &overlay)?;
-        }
+        let a = Arc::new(apply_overlay(a, &overlay)?);
+        let b = match b {
+            Some(b) => Some(Arc::new(apply_overlay(b, &overlay)?)),
+            None => None,
+        };
         Ok(Tenant {
             name: name.to_string(),
             cfg: cfg.clone(),
@@ -392,6 +417,16 @@ impl Tenant {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Swaps in variants made from the current ones (ranking variants that
+    /// took new articles); the caller holds `live`, so no reload or other
+    /// change lands between the read and the swap.
+    pub fn replace_variants(&self, f: impl FnOnce(&Variants) -> Option<Variants>) {
+        let mut slot = self.variants.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(next) = f(&slot) {
+            *slot = Arc::new(next);
+        }
     }
 
     /// "a" or "b" for a customer: a stable hash of tenant and customer id
@@ -442,8 +477,7 @@ impl Tenant {
         // under it, so no change lands between the two.
         let engine = Served::load(&self.models_dir.join(&name), &self.cfg, self.max_k)?;
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        apply_overlay(&engine, &live.overlay)?;
-        let engine = Arc::new(engine);
+        let engine = Arc::new(apply_overlay(engine, &live.overlay)?);
         let mut slot = self.variants.write().unwrap_or_else(|e| e.into_inner());
         let current = slot.clone();
         let previous;
@@ -537,21 +571,25 @@ fn add_event(customers: &mut HashMap<String, Customer>, e: &EventRecord, max_his
         );
 }
 
-fn apply_overlay(served: &Served, overlay: &Overlay) -> Result<()> {
-    // A ranking bundle takes no added articles (the items route refuses
-    // them; its tables have no row for them), only availability.
-    let ranking = matches!(served, Served::Ranking { .. });
+/// A freshly loaded variant with the overlay's changes: added articles in
+/// every engine's pool (and, for a ranking bundle, in its tables), then
+/// availability.
+fn apply_overlay(served: Served, overlay: &Overlay) -> Result<Served> {
     for engine in served.engines() {
-        apply_to_engine(engine, overlay, ranking)?;
+        apply_to_engine(engine, overlay)?;
     }
-    Ok(())
+    let added: Vec<(&str, &HashMap<String, String>)> = overlay
+        .added
+        .iter()
+        .map(|(id, f)| (id.as_str(), f))
+        .collect();
+    Ok(served.with_articles(&added).unwrap_or(served))
 }
 
-fn apply_to_engine(engine: &Engine, overlay: &Overlay, availability_only: bool) -> Result<()> {
+fn apply_to_engine(engine: &Engine, overlay: &Overlay) -> Result<()> {
     let vectors: Vec<(String, Vec<f32>)> = overlay
         .added
         .iter()
-        .filter(|_| !availability_only)
         .map(|(id, f)| Ok((id.clone(), engine.embed_article(f)?)))
         .collect::<Result<_>>()?;
     engine.pool.update(|s| {

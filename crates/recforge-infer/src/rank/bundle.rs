@@ -21,12 +21,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::CustomerHistory;
 use super::blend::Blender;
-use super::engine::{ArticleEngine, RankCustomer, RankingEngine};
+use super::engine::{AddedItem, ArticleEngine, RankCustomer, RankingEngine};
 use super::features::{Context, Feature};
 use super::second::{Ordering, Ranked, Scorer};
 use super::sources::{CandidateConfig, CandidateSources};
@@ -117,6 +118,7 @@ pub struct RankingState {
 }
 
 /// The served second stage, owned.
+#[derive(Clone)]
 pub enum Served {
     Trees(Trees, f64),
     Blender(Blender),
@@ -151,14 +153,19 @@ pub struct RankingParts<'a> {
 
 /// A loaded ranking bundle: the engine, its served second stage and the
 /// article ids.
+#[derive(Clone)]
 pub struct RankingBundle {
     pub dir: PathBuf,
     pub manifest: RankingManifest,
     pub engine: RankingEngine,
-    pub served: Served,
+    /// Shared by clones (the trees are the largest part a clone would copy).
+    pub served: Arc<Served>,
     pub articles: Vec<String>,
     /// Item id of each article.
     index: HashMap<String, u32>,
+    /// Per [`super::Attr`] (by index): the code of each raw value, from the
+    /// state's article columns, for articles added while serving.
+    attr_codes: Arc<Vec<HashMap<String, u32>>>,
     /// `name@state-hash-prefix`: says which system answered.
     pub version: String,
 }
@@ -442,6 +449,24 @@ impl RankingBundle {
             .skip(1)
             .map(|(i, a)| (a.clone(), i as u32))
             .collect();
+        let attr_codes = super::Attr::ALL
+            .iter()
+            .map(|a| {
+                state
+                    .attributes
+                    .iter()
+                    .find(|c| c.name == a.column())
+                    .map(|c| {
+                        c.vocab
+                            .iter()
+                            .enumerate()
+                            .skip(1)
+                            .map(|(code, v)| (v.clone(), code as u32))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
         let RankingState {
             articles,
             sources,
@@ -457,12 +482,59 @@ impl RankingBundle {
                 context,
                 ordering,
             },
-            served,
+            served: Arc::new(served),
             articles,
             index,
+            attr_codes: Arc::new(attr_codes),
             manifest,
             version,
         })
+    }
+
+    /// Takes articles added to its engines' pools while serving (each with
+    /// the raw attributes it was added with) as new item ids, so the
+    /// two-tower and same-product sources can propose them and their
+    /// features are computed as for an article never sold; articles it
+    /// already has are left as they are (their pool vectors were replaced).
+    /// Returns how many were new. A server clones the bundle, adds, and
+    /// swaps the clone in; requests on the old one finish unchanged.
+    pub fn add_articles(&mut self, articles: &[(&str, &HashMap<String, String>)]) -> usize {
+        let ranker = self.engine.ranker.engine.pool.snapshot();
+        let retrieval = self
+            .engine
+            .retrieval
+            .as_ref()
+            .map(|r| r.engine.pool.snapshot());
+        let mut added = Vec::new();
+        let mut again = Vec::new();
+        for &(id, attributes) in articles {
+            if let Some(&item) = self.index.get(id) {
+                again.push(item);
+                continue;
+            }
+            let attrs = std::array::from_fn(|a| {
+                let column = super::Attr::ALL[a].column();
+                attributes
+                    .get(column)
+                    .and_then(|v| self.attr_codes[a].get(v.trim()))
+                    .copied()
+                    .unwrap_or(0)
+            });
+            added.push(AddedItem {
+                ranker: ranker.id_of(id),
+                retrieval: retrieval.as_ref().and_then(|s| s.id_of(id)),
+                attrs,
+            });
+            self.index
+                .insert(id.to_string(), self.articles.len() as u32);
+            self.articles.push(id.to_string());
+        }
+        self.engine.ranker.refresh_added(&again);
+        if let Some(r) = &mut self.engine.retrieval {
+            r.refresh_added(&again);
+        }
+        self.engine.add_unsold(&added);
+        added.len()
     }
 
     /// The item id of an article.

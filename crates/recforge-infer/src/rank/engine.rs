@@ -8,6 +8,8 @@
 //! compares; a ranking bundle loads into the same engine with its served
 //! scorer, so what is evaluated is what is served.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use super::CustomerHistory;
@@ -19,14 +21,20 @@ use crate::{Bundle, PoolSnapshot, Result};
 
 /// A model bundle served on a list of articles: its engine, and the
 /// translation between the list's indices (item ids) and its pool ids.
+/// Clones share the engine (its weights and its live pool): a clone that
+/// takes articles added to the pool serves beside the original.
+#[derive(Clone)]
 pub struct ArticleEngine {
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     /// Pool id of each item (`u32::MAX` = not servable: an empty id).
     pub item_of: Vec<u32>,
     /// Item of each pool id (`u32::MAX` for none).
     pub data_item: Vec<u32>,
     /// Articles the bundle never saw, embedded from their attributes.
     pub new_articles: usize,
+    /// The vectors of items added while serving (their pool's, as they
+    /// were added): the load-time table has no row for them.
+    added: std::collections::HashMap<u32, Vec<f32>>,
 }
 
 impl ArticleEngine {
@@ -51,21 +59,58 @@ impl ArticleEngine {
             }
         }
         Ok(ArticleEngine {
-            engine,
+            engine: Arc::new(engine),
             item_of,
             data_item,
             new_articles,
+            added: Default::default(),
         })
     }
 
+    /// Items appended to the list (ids `item_of.len()..`), each with its
+    /// pool id in this engine (None: not in this engine's pool); their
+    /// vectors are read from the pool as it is now.
+    pub fn add_items(&mut self, pool_ids: &[Option<u32>]) {
+        let snap = self.engine.pool.snapshot();
+        for p in pool_ids {
+            let item = self.item_of.len() as u32;
+            self.item_of.push(p.unwrap_or(u32::MAX));
+            if let Some(p) = *p {
+                if let Some(v) = snap.vector_of(p) {
+                    self.added.insert(item, v.to_vec());
+                }
+                let p = p as usize;
+                if self.data_item.len() <= p {
+                    self.data_item.resize(p + 1, u32::MAX);
+                }
+                self.data_item[p] = item;
+            }
+        }
+    }
+
+    /// Re-reads the pool vectors of items added while serving (after their
+    /// articles were added again with other attributes).
+    pub fn refresh_added(&mut self, items: &[u32]) {
+        let snap = self.engine.pool.snapshot();
+        for &item in items {
+            let p = self.item_of.get(item as usize).copied().unwrap_or(u32::MAX);
+            if let (Some(slot), Some(v)) = (self.added.get_mut(&item), snap.vector_of(p)) {
+                *slot = v.to_vec();
+            }
+        }
+    }
+
     /// The load-time vector of `item` (item representation or item-tower
-    /// vector); None for an item it does not serve.
+    /// vector), or its pool vector for one added while serving; None for
+    /// an item it does not serve.
     pub fn vector(&self, item: u32) -> Option<&[f32]> {
         let p = *self.item_of.get(item as usize)?;
         if p == u32::MAX {
             return None;
         }
-        self.engine.item_vector(p)
+        self.engine
+            .item_vector(p)
+            .or_else(|| self.added.get(&item).map(Vec::as_slice))
     }
 
     /// Whether `item` is in this engine's pool and sold now, in `snap`.
@@ -207,7 +252,19 @@ pub struct Prepared {
     pub full: Vec<u32>,
 }
 
+/// An article added to a fitted ranking system while it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct AddedItem {
+    /// Its pool id in the sequential ranker's engine and the two-tower
+    /// model's (None where that pool does not hold it).
+    pub ranker: Option<u32>,
+    pub retrieval: Option<u32>,
+    /// Its codes of each [`super::Attr`], by index (0 = unknown).
+    pub attrs: [u32; 4],
+}
+
 /// The ranking system fitted as of one day.
+#[derive(Clone)]
 pub struct RankingEngine {
     /// The sequential ranker (SASRec source and score features).
     pub ranker: ArticleEngine,
@@ -222,6 +279,24 @@ impl RankingEngine {
     /// The day served.
     pub fn day(&self) -> i64 {
         self.context.day()
+    }
+
+    /// Articles added since fitting, as the next item ids, in order: they
+    /// enter through the two-tower source (their vectors are in its pool),
+    /// the same-product source and, once in a history, repurchase; their
+    /// features read as a never-sold article's.
+    pub fn add_unsold(&mut self, items: &[AddedItem]) {
+        self.ranker
+            .add_items(&items.iter().map(|a| a.ranker).collect::<Vec<_>>());
+        if let Some(r) = &mut self.retrieval {
+            r.add_items(&items.iter().map(|a| a.retrieval).collect::<Vec<_>>());
+        }
+        let attrs: Vec<[u32; 4]> = items.iter().map(|a| a.attrs).collect();
+        self.context.add_unsold(&attrs);
+        let product = super::Attr::ProductCode.index();
+        self.sources
+            .add_unsold(&attrs.iter().map(|a| a[product]).collect::<Vec<_>>());
+        self.ordering.add_unsold(items.len());
     }
 
     /// The candidates and features of `customers`; with `full` > 0, also

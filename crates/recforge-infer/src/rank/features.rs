@@ -296,6 +296,33 @@ impl Context {
         self.sales7.len()
     }
 
+    /// Articles added after fitting, as item ids `n_items()..`: never sold
+    /// before the day, so they read as an unsold article of the fitted log
+    /// does (no sales, no first day, no repurchase rate, buyer age or
+    /// price); `attrs` are their codes, by [`Attr::index`].
+    pub fn add_unsold(&mut self, attrs: &[[u32; 4]]) {
+        for a in attrs {
+            for v in [
+                &mut self.sales7,
+                &mut self.sales14,
+                &mut self.sales28,
+                &mut self.decayed,
+            ] {
+                v.push(0.0);
+            }
+            for v in &mut self.age_decayed {
+                v.push(0.0);
+            }
+            self.first_day.push(None);
+            self.repurchase_rate.push(f32::NAN);
+            self.buyer_age.push(f32::NAN);
+            self.ln_price.push(f32::NAN);
+            for (codes, &c) in self.attrs.iter_mut().zip(a) {
+                codes.push(c);
+            }
+        }
+    }
+
     /// ln of the article's mean price before the day (NaN: never sold
     /// with a price).
     pub fn ln_price(&self, item: u32) -> f32 {

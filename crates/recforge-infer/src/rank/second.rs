@@ -105,6 +105,12 @@ pub struct Ordering {
 }
 
 impl Ordering {
+    /// Room for `n` articles added after fitting: without a price, their
+    /// objective term is the mean's, as for any article never sold.
+    pub fn add_unsold(&mut self, n: usize) {
+        self.bonus.extend(std::iter::repeat_n(self.fallback, n));
+    }
+
     /// Lists of `k` under `objective` (alpha for revenue), prices from
     /// `ctx`, padded from the sources' decayed-popular list.
     pub fn new(

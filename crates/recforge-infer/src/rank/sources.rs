@@ -482,6 +482,20 @@ impl CandidateSources {
         self.product_of.len()
     }
 
+    /// Makes room for articles added after fitting, as item ids
+    /// `n_items()..`, never sold: no co-purchase neighbours, and each at
+    /// the end of its product code's group, where fitting puts unsold ones.
+    pub fn add_unsold(&mut self, product_codes: &[u32]) {
+        for &p in product_codes {
+            let item = self.product_of.len() as u32;
+            self.product_of.push(p);
+            self.neighbours.push(Vec::new());
+            if p != 0 {
+                self.by_product.entry(p).or_default().push(item);
+            }
+        }
+    }
+
     /// The customer's most recent distinct articles (at most `cfg.seeds`,
     /// most recent first): what co-purchase and same-product start from.
     pub fn seeds(&self, items: &[u32]) -> Vec<u32> {

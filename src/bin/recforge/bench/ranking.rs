@@ -217,7 +217,7 @@ pub fn run(
     // The trees alone, on the same customers' prepared rows (one thread).
     let tr = Translation::new(&b, &ds);
     let prepared = one.install(|| tr.prepare(&b, &ds, &hist, &picked))?;
-    let Served::Trees(trees, _) = &b.served else {
+    let Served::Trees(trees, _) = &*b.served else {
         anyhow::bail!("the bench bundle serves trees")
     };
     ensure!(trees.is_quick(), "the bench trees fall back to the walk");

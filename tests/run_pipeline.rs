@@ -2,6 +2,8 @@
 //! H&M log; unchanged steps are reused, and a ranker change reruns only
 //! what depends on the ranker.
 
+mod common;
+
 use std::path::Path;
 
 use recforge::pipeline::{PipelineConfig, run};
@@ -459,6 +461,83 @@ fn new_articles_enter_live(bundle: &Path, ds: &recforge::data::Dataset) {
     assert_eq!(proposed(&live), reached);
 }
 
+/// `submit --shard I/N` for every I, then `--merge`: the unsharded file,
+/// byte for byte (through the binary, as array jobs run it); an incomplete
+/// or overlapping set of shards is refused naming the problem.
+fn shards_merge_into_the_unsharded_file(
+    run_dir: &Path,
+    ds: &recforge::data::Dataset,
+    whole: &Path,
+    d: &Path,
+) {
+    let bundle = run_dir.join("ranking-tiny-refit");
+    let data = run_dir.join("cache");
+    let parts: Vec<std::path::PathBuf> = (0..3).map(|i| d.join(format!("part-{i}.csv"))).collect();
+    for (i, p) in parts.iter().enumerate() {
+        let (ok, _, err) = common::recforge(&[
+            "submit",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            p.to_str().unwrap(),
+            "--shard",
+            &format!("{i}/3"),
+        ]);
+        assert!(ok, "{err}");
+    }
+    let sizes: Vec<usize> = parts.iter().map(|p| read_lists(p).len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), ds.users.len() - 1);
+    assert!(
+        sizes.iter().all(|&n| n * 5 > ds.users.len()),
+        "balanced: {sizes:?}"
+    );
+    let merged = d.join("merged.csv");
+    let mut args = vec![
+        "submit",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+        "--merge",
+    ];
+    args.extend(parts.iter().map(|p| p.to_str().unwrap()));
+    let (ok, _, err) = common::recforge(&args);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(whole).unwrap()
+    );
+    // Two of three shards, or one shard twice, is not a submission.
+    let bad = d.join("bad.csv");
+    let (ok, _, err) = common::recforge(&[
+        "submit",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        bad.to_str().unwrap(),
+        "--merge",
+        parts[0].to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("in none of the 2 shard files"), "{err}");
+    let (ok, _, err) = common::recforge(&[
+        "submit",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        bad.to_str().unwrap(),
+        "--merge",
+        parts[0].to_str().unwrap(),
+        parts[0].to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+        parts[2].to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("another shard"), "{err}");
+    assert!(!bad.exists(), "a refused merge writes nothing");
+}
+
 /// The most popular articles, sold out while other articles flip between
 /// sold out and back, never reach a ranking-bundle list read meanwhile.
 fn sold_out_articles_are_never_served(bundle: &Path, ds: &recforge::data::Dataset) {
@@ -692,6 +771,7 @@ patience = 20
             out: out.to_path_buf(),
             stale_days: 0,
             chunk: 300,
+            shard: None,
         })
         .unwrap()
     };
@@ -704,6 +784,7 @@ patience = 20
     let refit = d.join("from-refit.csv");
     submit("ranking-tiny-refit", &refit);
     assert_eq!(bytes(&refit), sub_bytes);
+    shards_merge_into_the_unsharded_file(&run_dir, &ds, &refit, d);
     http_serves_the_evaluated_lists(&run_dir, d, &served);
     damaged_bundles_are_refused(&run_dir.join("ranking-tiny"), d);
     // `recforge export` copies a checked ranking bundle, and refuses a

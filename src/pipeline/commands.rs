@@ -163,7 +163,7 @@ fn baseline_submission(
 ) -> Result<submission::CheckReport> {
     let all = crate::data::split::time_order(ds);
     let full = Fitted::fit(ds, &all, params.clone());
-    submission::write(ds, path, 8192, |chunk| {
+    submission::write(ds, path, 8192, None, |chunk| {
         Ok(chunk
             .iter()
             .map(|&u| {

@@ -12,15 +12,51 @@ use crate::util::fsutil::AtomicFile;
 
 pub const K: usize = 12;
 
+/// One of `count` parts of the customers (`index` in `0..count`), by a
+/// stable hash of the customer id ([`recforge_infer::bundle::shard_of`]):
+/// array jobs (Kubernetes indexed Jobs, Slurm arrays) each write one, and
+/// [`merge`] joins them into the file one job would have written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// `I/N`, with I from 0 to N − 1 (as array-job indices count).
+    pub fn parse(text: &str) -> Result<Shard> {
+        let bad = || {
+            Error::Config(format!(
+                "--shard `{text}`: expected I/N with 0 <= I < N (e.g. 0/4)"
+            ))
+        };
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    pub fn contains(&self, customer_id: &str) -> bool {
+        recforge_infer::bundle::shard_of(customer_id, self.count) == self.index
+    }
+}
+
 /// Writes the submission of every customer of `ds` (dense ids 1..) in
-/// customer order, atomically, `chunk` customers at a time, each chunk's
-/// lists from `lists` (dataset item ids, at least K each; extra ones are
-/// cut); then checks the file with [`check`]. Short lists are an error,
-/// never padded silently.
+/// customer order, or of those in `shard`, atomically, `chunk` customers
+/// at a time, each chunk's lists from `lists` (dataset item ids, at least
+/// K each; extra ones are cut); then checks the file with [`check`] (its
+/// shard's customers only, for a shard). Short lists are an error, never
+/// padded silently.
 pub fn write(
     ds: &Dataset,
     path: &Path,
     chunk: usize,
+    shard: Option<Shard>,
     mut lists: impl FnMut(&[u32]) -> Result<Vec<Vec<u32>>>,
 ) -> Result<CheckReport> {
     if ds.meta.source != Source::Hm {
@@ -30,7 +66,9 @@ pub fn write(
     }
     let mut f = AtomicFile::create(path)?;
     f.write_all(b"customer_id,prediction\n")?;
-    let users: Vec<u32> = (1..ds.users.len() as u32).collect();
+    let users: Vec<u32> = (1..ds.users.len() as u32)
+        .filter(|&u| shard.is_none_or(|s| s.contains(&ds.users.ids[u as usize])))
+        .collect();
     let mut progress = crate::util::progress::Counter::new("submission: customers", users.len());
     for chunk in users.chunks(chunk.max(1)) {
         let got = lists(chunk)?;
@@ -61,7 +99,73 @@ pub fn write(
     }
     progress.finish();
     f.commit()?;
-    check(ds, path)
+    check_part(ds, path, shard)
+}
+
+/// Joins shard files (written with `--shard I/N` for every I) into the
+/// submission, in customer order: byte for byte the file one unsharded
+/// run writes. Every customer must be in exactly one shard; the joined
+/// file is checked like any submission, and written only whole.
+pub fn merge(ds: &Dataset, shards: &[std::path::PathBuf], out: &Path) -> Result<CheckReport> {
+    let users: FxHashMap<&str, u32> = ds
+        .users
+        .ids
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, s)| (s.as_str(), i as u32))
+        .collect();
+    let mut rows: Vec<Option<String>> = vec![None; ds.users.len()];
+    for path in shards {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        for (n, l) in BufReader::new(file).lines().enumerate() {
+            let line = n as u64 + 1;
+            let l = l.map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                if l.trim_end() != "customer_id,prediction" {
+                    return Err(Error::bad_value(
+                        path,
+                        1,
+                        "header",
+                        format!("expected `customer_id,prediction`, found `{l}`"),
+                    ));
+                }
+                continue;
+            }
+            let cust = l.split_once(',').map_or(l.as_str(), |(c, _)| c);
+            let u = *users.get(cust).ok_or_else(|| {
+                Error::bad_value(
+                    path,
+                    line,
+                    "customer_id",
+                    format!("unknown customer `{cust}`"),
+                )
+            })?;
+            if rows[u as usize].replace(l.clone()).is_some() {
+                return Err(Error::bad_value(
+                    path,
+                    line,
+                    "customer_id",
+                    format!("customer `{cust}` is in another shard (or twice in this one)"),
+                ));
+            }
+        }
+    }
+    if let Some(u) = rows.iter().skip(1).position(Option::is_none) {
+        return Err(Error::Data(format!(
+            "customer `{}` is in none of the {} shard files: give every shard (I/N for I in 0..N)",
+            ds.users.ids[u + 1],
+            shards.len()
+        )));
+    }
+    let mut f = AtomicFile::create(out)?;
+    f.write_all(b"customer_id,prediction\n")?;
+    for r in rows.iter().skip(1).flatten() {
+        f.write_all(r.as_bytes())?;
+        f.write_all(b"\n")?;
+    }
+    f.commit()?;
+    check(ds, out)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -74,6 +178,11 @@ pub struct CheckReport {
 /// exactly 12 distinct known 10-digit article ids per row.
 // A list of independent line checks, each with its own error message.
 pub fn check(ds: &Dataset, path: &Path) -> Result<CheckReport> {
+    check_part(ds, path, None)
+}
+
+/// [`check`] of a shard file: every customer of the shard, and none other.
+fn check_part(ds: &Dataset, path: &Path, shard: Option<Shard>) -> Result<CheckReport> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let items: FxHashMap<&str, ()> = ds
         .items
@@ -90,6 +199,7 @@ pub fn check(ds: &Dataset, path: &Path) -> Result<CheckReport> {
         .skip(1)
         .map(|(i, s)| (s.as_str(), i as u32))
         .collect();
+    let in_part = |u: usize| shard.is_none_or(|s| s.contains(&ds.users.ids[u]));
     let mut covered = vec![false; ds.users.len()];
     let mut rows = 0;
     for (n, l) in BufReader::new(file).lines().enumerate() {
@@ -117,6 +227,14 @@ pub fn check(ds: &Dataset, path: &Path) -> Result<CheckReport> {
                 format!("unknown customer `{cust}`"),
             )
         })?;
+        if !in_part(u as usize) {
+            return Err(Error::bad_value(
+                path,
+                line,
+                "customer_id",
+                format!("customer `{cust}` belongs to another shard"),
+            ));
+        }
         if std::mem::replace(&mut covered[u as usize], true) {
             return Err(Error::bad_value(
                 path,
@@ -154,19 +272,18 @@ pub fn check(ds: &Dataset, path: &Path) -> Result<CheckReport> {
         }
         rows += 1;
     }
-    if let Some(u) = covered.iter().skip(1).position(|c| !c) {
+    let expected = (1..ds.users.len()).filter(|&u| in_part(u)).count();
+    if let Some(u) = (1..ds.users.len()).find(|&u| in_part(u) && !covered[u]) {
         return Err(Error::invalid(
             path,
             format!(
                 "customer `{}` is missing ({} of {} covered)",
-                ds.users.ids[u + 1],
-                rows,
-                ds.users.len() - 1
+                ds.users.ids[u], rows, expected
             ),
         ));
     }
     Ok(CheckReport {
         rows,
-        customers: ds.users.len() - 1,
+        customers: expected,
     })
 }

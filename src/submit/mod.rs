@@ -26,6 +26,8 @@ pub struct SubmitOptions {
     pub stale_days: u32,
     /// Customers per parallel chunk.
     pub chunk: usize,
+    /// Only this part of the customers (`--shard I/N`).
+    pub shard: Option<file::Shard>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,7 +75,7 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
         )));
     }
     let mut cold_n = 0;
-    let check = file::write(&ds, &opt.out, opt.chunk, |chunk| {
+    let check = file::write(&ds, &opt.out, opt.chunk, opt.shard, |chunk| {
         let lists = crate::export::serve::top_lists(&server, &ds, &hist, chunk, serve_day, K)?;
         Ok(lists
             .into_iter()
@@ -87,9 +89,8 @@ pub fn submit(opt: &SubmitOptions) -> Result<SubmitReport> {
             })
             .collect())
     })?;
-    let users = ds.users.len() - 1;
     Ok(SubmitReport {
-        customers: users,
+        customers: check.customers,
         cold_start: cold_n,
         new_articles: server.new_articles,
         unavailable,

@@ -178,13 +178,13 @@ pub fn submit(opt: &SubmitOptions, ds: &Dataset, t0: Instant) -> Result<SubmitRe
         )));
     }
     let mut cold_n = 0;
-    let check = file::write(ds, &opt.out, opt.chunk, |chunk| {
+    let check = file::write(ds, &opt.out, opt.chunk, opt.shard, |chunk| {
         let (lists, cold) = tr.lists(&b, ds, &hist, chunk)?;
         cold_n += cold;
         Ok(lists)
     })?;
     Ok(SubmitReport {
-        customers: ds.users.len() - 1,
+        customers: check.customers,
         cold_start: cold_n,
         new_articles: b.engine.ranker.new_articles,
         unavailable,

@@ -503,16 +503,8 @@ impl Tenant {
     }
 }
 
-/// MurmurHash3's 64-bit finaliser. FNV-1a alone leaves its high bits
-/// nearly constant across ids that differ only in their last characters
-/// ("u1", "u2", ...): 10 of 200 such customers landed in a 50% variant.
-pub(crate) fn mix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
+/// The hash of A/B splits and access-log sampling (shared with sharding).
+pub(crate) use recforge_infer::bundle::mix64 as mix;
 
 /// What a record changes outside the engines' pools: the overlay (for
 /// reloads), customers' histories and prices. The one place a change

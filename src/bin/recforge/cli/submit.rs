@@ -9,8 +9,8 @@ use clap::Args;
 #[derive(Args)]
 pub struct SubmitArgs {
     /// The bundle to serve (models/NAME).
-    #[arg(long)]
-    bundle: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    bundle: Option<PathBuf>,
     /// Raw H&M files (customers.csv, articles.csv, transactions_train.csv)
     /// or a prepared cache.
     #[arg(long)]
@@ -24,15 +24,40 @@ pub struct SubmitArgs {
     /// Customers per parallel chunk.
     #[arg(long, default_value_t = 8192)]
     chunk: usize,
+    /// Only the customers of shard I of N (I from 0), by a stable hash of
+    /// the customer id: one array-job task's part; join the parts with
+    /// --merge.
+    #[arg(long, value_name = "I/N", conflicts_with = "merge")]
+    shard: Option<String>,
+    /// Join these shard files (every I of N) into the submission, in
+    /// customer order, and check it: the file one unsharded run writes.
+    #[arg(long, value_name = "SHARD.csv", num_args = 1.., conflicts_with_all = ["bundle", "stale_days"])]
+    merge: Vec<PathBuf>,
 }
 
 pub fn submit(a: SubmitArgs) -> Result<()> {
+    if !a.merge.is_empty() {
+        let ds = recforge::export::serve::load_data(&a.data)?;
+        let r = recforge::submit::file::merge(&ds, &a.merge, &a.out)?;
+        println!(
+            "merged {} shard files into {} ({} customers); check: {r:?}",
+            a.merge.len(),
+            a.out.display(),
+            r.customers
+        );
+        return Ok(());
+    }
     let opt = recforge::submit::SubmitOptions {
-        bundle: a.bundle,
+        bundle: a.bundle.expect("clap requires --bundle without --merge"),
         data: a.data,
         out: a.out,
         stale_days: a.stale_days,
         chunk: a.chunk,
+        shard: a
+            .shard
+            .as_deref()
+            .map(recforge::submit::file::Shard::parse)
+            .transpose()?,
     };
     let r = recforge::submit::submit(&opt)?;
     println!("{}", recforge::submit::summary(&r, &opt.out));

@@ -28,7 +28,8 @@ struct VocabEntry {
 
 type Vocab = BTreeMap<String, Vec<VocabEntry>>;
 
-fn write_parquet(path: &Path, columns: Vec<Column>) -> Result<()> {
+/// Writes `columns` as one Parquet table at `path` (LZ4), as the cache's.
+pub(crate) fn write_parquet(path: &Path, columns: Vec<Column>) -> Result<()> {
     let height = columns.first().map(|c| c.len()).unwrap_or(0);
     let pq = |e| Error::Parquet {
         file: path.to_path_buf(),

@@ -101,7 +101,9 @@ impl Recommender {
                         .pop()
                         .unwrap_or_default()
                         .into_iter()
-                        .filter_map(|(id, s)| Some((snap.article(id)?.to_string(), Some(f64::from(s)))))
+                        .filter_map(|(id, s)| {
+                            Some((snap.article(id)?.to_string(), Some(f64::from(s))))
+                        })
                         .collect()),
                     // As the server: the bundle's cold-start list, among
                     // what the pool sells and the request allows.
@@ -109,8 +111,9 @@ impl Recommender {
                         .cold_start()
                         .iter()
                         .filter(|a| {
-                            snap.id_of(a)
-                                .is_some_and(|id| snap.is_available(id) && skip.binary_search(&id).is_err())
+                            snap.id_of(a).is_some_and(|id| {
+                                snap.is_available(id) && skip.binary_search(&id).is_err()
+                            })
                         })
                         .take(k)
                         .map(|a| (a.clone(), None))
@@ -257,7 +260,11 @@ impl Recommender {
     /// vectors), as the server's items route: embedded by each model's
     /// item side, available at once; in a ranking bundle they also get item
     /// ids (read as never sold). All or nothing. Returns the pool size.
-    fn add_items(&mut self, py: Python<'_>, items: Vec<(String, HashMap<String, String>)>) -> PyResult<usize> {
+    fn add_items(
+        &mut self,
+        py: Python<'_>,
+        items: Vec<(String, HashMap<String, String>)>,
+    ) -> PyResult<usize> {
         py.detach(|| -> recforge_infer::Result<usize> {
             let engines = self.engines();
             // Every vector first, so that a failure changes nothing.
@@ -286,11 +293,19 @@ impl Recommender {
     /// Marks articles sold out or back in stock in every pool. An unknown
     /// article id refuses the whole call.
     #[pyo3(signature = (sold_out=None, in_stock=None))]
-    fn set_available(&self, sold_out: Option<Vec<String>>, in_stock: Option<Vec<String>>) -> PyResult<()> {
+    fn set_available(
+        &self,
+        sold_out: Option<Vec<String>>,
+        in_stock: Option<Vec<String>>,
+    ) -> PyResult<()> {
         let (sold_out, in_stock) = (sold_out.unwrap_or_default(), in_stock.unwrap_or_default());
         let engines = self.engines();
         let primary = engines[0].pool.snapshot();
-        if let Some(a) = sold_out.iter().chain(&in_stock).find(|a| primary.id_of(a).is_none()) {
+        if let Some(a) = sold_out
+            .iter()
+            .chain(&in_stock)
+            .find(|a| primary.id_of(a).is_none())
+        {
             return Err(err(format!("article `{a}` is not in the item pool")));
         }
         for e in engines {

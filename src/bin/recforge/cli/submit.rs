@@ -101,13 +101,23 @@ pub struct ServingDataArgs {
     /// day after the data.
     #[arg(long)]
     day: Option<i64>,
+    /// `jsonl` (customers.jsonl, the HTTP server's) or `parquet`
+    /// (customers.parquet and purchases.parquet, for batch jobs such as
+    /// `python -m recforge.spark score`).
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: recforge::export::serving_data::Format,
 }
 
 pub fn serving_data(a: ServingDataArgs) -> Result<()> {
-    let w = recforge::export::serving_data::write(&a.data, &a.out, a.history_len, a.day)?;
+    use recforge::export::serving_data::{Format, write_as};
+    let w = write_as(&a.data, &a.out, a.history_len, a.day, a.format)?;
     println!(
-        "{}: customers.jsonl ({} customers, {} with purchases), prices.csv ({} articles)",
+        "{}: {} ({} customers, {} with purchases), prices.csv ({} articles)",
         a.out.display(),
+        match a.format {
+            Format::Jsonl => "customers.jsonl",
+            Format::Parquet => "customers.parquet + purchases.parquet",
+        },
         w.customers,
         w.with_history,
         w.priced_articles

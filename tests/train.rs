@@ -216,6 +216,32 @@ fn the_model_learns_something_and_a_diverging_loss_stops_the_run() {
     assert_eq!(steps, vec![1, 2]);
     assert!(hist[0].step > 1, "the full epoch has more than one batch");
 
+    // Data parallel over two devices (flex listed twice): the run goes
+    // through, says so, and still learns; `--devices flex` alone is the
+    // plain run, step for step.
+    let two = train(
+        &exp,
+        &TrainOptions {
+            devices: vec!["flex".into(), "flex".into()],
+            ..opts(dir.path().join("two"))
+        },
+    )
+    .unwrap();
+    assert!(two.device.contains(" + "), "{}", two.device);
+    let hist2 = recforge::train::checkpoint::read_latest_state(&two.run_dir)
+        .unwrap()
+        .history;
+    assert!(hist2.last().unwrap().loss < hist2[0].loss);
+    let one = train(
+        &exp,
+        &TrainOptions {
+            devices: vec!["flex".into()],
+            ..opts(dir.path().join("one"))
+        },
+    )
+    .unwrap();
+    assert_eq!(one.test, out.test, "one listed device is the plain run");
+
     let mut bad = exp.clone();
     bad.optim.lr = 1e30;
     let err = train(&bad, &opts(dir.path().join("nan")))
@@ -244,6 +270,7 @@ fn seeds_train_one_run_per_seed_and_summarise_them() {
         device: None,
         results_dir: None,
         stop_after: None,
+        devices: vec![],
     };
     let report = recforge::pipeline::seeds::train_seeds(&req, 2).unwrap();
     let seeds: Vec<u64> = report.runs.iter().map(|r| r.seed).collect();

@@ -207,3 +207,121 @@ fn two_tower_on_wgpu_matches_flex_and_trains() {
     eprintln!("two-tower on wgpu: losses {losses:?}");
     assert!(losses[1] < losses[0], "{losses:?}");
 }
+
+/// A batch of four fixed sequences for `data_parallel_step`: the loss of
+/// rows `batch` is the full softmax at every position (each row has the
+/// same number of targets, so the share-weighted parts sum to the whole
+/// batch's mean exactly).
+struct FourRows {
+    cfg: SasRecConfig,
+    weights: std::path::PathBuf,
+}
+
+impl recforge::train::Task for FourRows {
+    type Model = recforge::model::SasRec;
+    const UNIT: &'static str = "rows";
+
+    fn n_units(&self) -> usize {
+        4
+    }
+
+    fn build(&self, device: &Device) -> Self::Model {
+        self.cfg.init(&[], device).load_file(&self.weights)
+    }
+
+    fn loss(
+        &self,
+        model: &Self::Model,
+        batch: &[usize],
+        _rng: &mut recforge::util::rng::Rng,
+        device: &Device,
+    ) -> Tensor<1> {
+        let ids: Vec<i64> = batch
+            .iter()
+            .flat_map(|&r| (0..8).map(move |j| 1 + ((r * 11 + j * 5) % 39) as i64))
+            .collect();
+        let n = batch.len();
+        let inputs = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [n, 8]), device);
+        let table = model.item_table();
+        let h = model.encode(&table, inputs, 0).reshape([n * 8, 16]);
+        let targets: Vec<i64> = ids.iter().map(|i| 1 + (i * 7) % 39).collect();
+        recforge::train::loss::full_softmax(h, &table, &targets, &vec![1.0; n * 8])
+    }
+
+    fn validate(&self, _: &Self::Model, _: &Device) -> recforge::train::evaluate::EvalResult {
+        unreachable!("the step test never validates")
+    }
+
+    fn test(&self, _: &Self::Model, _: &Device) -> recforge::train::evaluate::EvalResult {
+        unreachable!("the step test never tests")
+    }
+}
+
+/// Data parallelism: the batch split over two devices (flex listed twice,
+/// and one wgpu adapter listed twice) gives the whole batch's loss and
+/// gradients on one device.
+#[test]
+fn a_batch_split_over_two_devices_gives_the_one_device_gradients() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let m = ModelConfig {
+        d_model: 16,
+        n_heads: 2,
+        n_layers: 1,
+        d_ff: 32,
+        // Dropout draws differ between one forward pass and two.
+        dropout: 0.0,
+        ..ModelConfig::default()
+    };
+    let cfg = recforge::train::sasrec::model_config(&m, 40, 8, &[]);
+    let flex = Device::flex();
+    flex.seed(3);
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.bpk");
+    cfg.init(&[], &flex).save_file(&weights).unwrap();
+    let task = FourRows { cfg, weights };
+    let batch = [0usize, 1, 2, 3];
+    for device in [flex.clone(), wgpu_device()] {
+        let ad = device.clone().autodiff();
+        let model = recforge::train::Task::build(&task, &ad);
+        let mut rng = recforge::util::rng::Rng::new(1);
+        let (one, g1) = recforge::train::data_parallel_step(
+            &task,
+            &model,
+            &batch,
+            &mut rng,
+            std::slice::from_ref(&ad),
+        );
+        let (two, g2) = recforge::train::data_parallel_step(
+            &task,
+            &model,
+            &batch,
+            &mut rng,
+            &[ad.clone(), ad.clone()],
+        );
+        assert!((one - two).abs() < 1e-5, "loss {one} against {two}");
+        let read = |g: &GradientsParams, id| -> Vec<f32> {
+            g.get::<2>(id)
+                .unwrap()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap()
+        };
+        for id in [
+            model.item.weight.id,
+            model.encoder.layers[0].pwff.linear_inner.weight.id,
+        ] {
+            let (a, b) = (read(&g1, id), read(&g2, id));
+            let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                scale > 0.0 && worst <= 1e-4 * scale,
+                "{device:?}: {worst} of {scale}"
+            );
+        }
+    }
+}

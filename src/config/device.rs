@@ -123,6 +123,68 @@ fn cuda_present() -> bool {
     cfg!(feature = "cuda") && std::path::Path::new("/proc/driver/nvidia/version").exists()
 }
 
+/// The devices a data-parallel run splits its batches over, from
+/// `--devices`: `flex`, `wgpu` (the best adapter), `wgpu:N` (the N-th
+/// adapter wgpu lists; a software one is burn's CPU kind, so `wgpu:0,wgpu:0`
+/// lists lavapipe twice) or `cuda:N`. The first holds the model.
+pub fn choose_many(specs: &[String]) -> Result<Vec<Chosen>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (name, index) = match s.split_once(':') {
+                Some((n, i)) => (
+                    n,
+                    Some(i.parse::<usize>().map_err(|_| {
+                        Error::Config(format!("--devices: `{s}`: expected NAME or NAME:INDEX"))
+                    })?),
+                ),
+                None => (s.as_str(), None),
+            };
+            match (name.parse::<DeviceChoice>()?, index) {
+                (DeviceChoice::Wgpu, Some(i)) => wgpu_index(i),
+                #[cfg(feature = "cuda")]
+                (DeviceChoice::Cuda, Some(i)) => Ok(Chosen {
+                    device: Device::cuda(i),
+                    kind: DeviceChoice::Cuda,
+                    description: format!("cuda:{i}"),
+                }),
+                (DeviceChoice::Flex | DeviceChoice::Auto, Some(_)) => Err(Error::Config(format!(
+                    "--devices: `{s}`: only wgpu and cuda devices take an index"
+                ))),
+                (choice, _) => choose(choice),
+            }
+        })
+        .collect()
+}
+
+/// The `i`-th adapter wgpu lists.
+#[cfg(feature = "wgpu")]
+fn wgpu_index(i: usize) -> Result<Chosen> {
+    let adapters = wgpu_adapters();
+    let a = adapters.get(i).ok_or_else(|| {
+        Error::Runtime(format!(
+            "--devices: wgpu:{i}, but wgpu lists {} adapter(s): {:?}",
+            adapters.len(),
+            adapters.iter().map(|a| &a.name).collect::<Vec<_>>()
+        ))
+    })?;
+    let mut c = wgpu_on(a)?;
+    if a.hardware {
+        c.device = Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i));
+    }
+    c.description = format!("wgpu:{i} ({})", c.description);
+    Ok(c)
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_index(_: usize) -> Result<Chosen> {
+    wgpu_on(&Adapter {
+        name: String::new(),
+        backend: String::new(),
+        hardware: false,
+    })
+}
+
 pub fn choose(choice: DeviceChoice) -> Result<Chosen> {
     match choice {
         DeviceChoice::Flex => Ok(flex()),

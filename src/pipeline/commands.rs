@@ -332,6 +332,8 @@ pub struct TrainRequest {
     pub device: Option<crate::config::device::DeviceChoice>,
     pub results_dir: Option<PathBuf>,
     pub stop_after: Option<usize>,
+    /// Devices to split batches over (`--devices`); empty: the config's.
+    pub devices: Vec<String>,
 }
 
 /// `train`: resolves the experiment (a new run, or a resumed one whose
@@ -378,6 +380,7 @@ pub fn train(req: &TrainRequest) -> Result<(crate::train::Outcome, PathBuf)> {
             stop_after: req.stop_after,
             results_dir: req.results_dir.clone(),
             progress: true,
+            devices: req.devices.clone(),
         },
     )?;
     Ok((out, run_dir))

@@ -84,7 +84,12 @@ pub enum Fate {
 /// resumed from its newest checkpoint, so a killed sweep or seed series
 /// picks up where it stopped. The run found there must have been started
 /// with the same resolved config; another is refused, never overwritten.
-pub fn run_or_resume(config: &Path, set: &[String], dir: &Path) -> Result<(SeedRun, Fate)> {
+pub fn run_or_resume(
+    config: &Path,
+    set: &[String],
+    devices: &[String],
+    dir: &Path,
+) -> Result<(SeedRun, Fate)> {
     use crate::config::experiment::Experiment;
     let want = Experiment::load(config, set)?;
     let saved = dir.join("config.toml");
@@ -105,6 +110,7 @@ pub fn run_or_resume(config: &Path, set: &[String], dir: &Path) -> Result<(SeedR
         device: None,
         results_dir: None,
         stop_after: None,
+        devices: devices.to_vec(),
     };
     let fate = if RunSummary::read(dir)?.is_some() {
         Fate::Reused
@@ -182,7 +188,7 @@ pub fn train_seeds(req: &TrainRequest, n: usize) -> Result<SeedsReport> {
         let mut set = base.clone();
         set.push(format!("seed={seed}"));
         let dir = root.join(format!("seed-{seed}"));
-        let (run, fate) = run_or_resume(config, &set, &dir)?;
+        let (run, fate) = run_or_resume(config, &set, &req.devices, &dir)?;
         if fate != Fate::Trained {
             eprintln!("seed {seed}: {fate:?} ({})", dir.display());
         }

@@ -208,7 +208,7 @@ pub fn sweep(req: &SweepRequest) -> Result<SweepReport> {
                 ci * seeds.len() + si + 1,
                 dir_name(c)
             );
-            let (run, fate) = seeds::run_or_resume(&req.config, &set, &run_dir)?;
+            let (run, fate) = seeds::run_or_resume(&req.config, &set, &[], &run_dir)?;
             match fate {
                 Fate::Trained => trained += 1,
                 Fate::Resumed => resumed += 1,

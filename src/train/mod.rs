@@ -56,6 +56,10 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
     /// Also write the final table to this directory (e.g. `experiments/results`).
     pub results_dir: Option<PathBuf>,
+    /// Split every batch over these devices (`--devices`; the first holds
+    /// the model and evaluates): data parallelism. Empty: the experiment's
+    /// one device.
+    pub devices: Vec<String>,
     pub progress: bool,
 }
 
@@ -80,12 +84,70 @@ const DROPOUT: u64 = 0x0064_726f_706f_7574;
 /// Trains the experiment's model.
 pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
     exp.validate()?;
-    let chosen = device::choose(exp.device)?;
+    let mut devices = device::choose_many(&opt.devices)?;
+    let chosen = match devices.len() {
+        0 => device::choose(exp.device)?,
+        _ => devices.remove(0),
+    };
     eprintln!("device: {}", chosen.description);
-    match exp.model.kind {
-        ModelKind::Sasrec => run(exp, opt, chosen, sasrec::SasRecTask::prepare(exp)?),
-        ModelKind::TwoTower => run(exp, opt, chosen, two_tower::TwoTowerTask::prepare(exp)?),
+    let mut chosen = chosen;
+    if !devices.is_empty() {
+        chosen.description = std::iter::once(chosen.description.as_str())
+            .chain(devices.iter().map(|d| d.description.as_str()))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        eprintln!(
+            "data parallel over {} devices: {}",
+            devices.len() + 1,
+            chosen.description
+        );
     }
+    let extra: Vec<Device> = devices.into_iter().map(|d| d.device.autodiff()).collect();
+    match exp.model.kind {
+        ModelKind::Sasrec => run(exp, opt, chosen, extra, sasrec::SasRecTask::prepare(exp)?),
+        ModelKind::TwoTower => run(
+            exp,
+            opt,
+            chosen,
+            extra,
+            two_tower::TwoTowerTask::prepare(exp)?,
+        ),
+    }
+}
+
+/// One step's loss value and gradients (on `devices[0]`, where `model`
+/// lives) of the units `batch`, split into contiguous parts over
+/// `devices`: part i runs forward and backward through a copy of the model
+/// on device i, its loss weighted by its share of the batch, and the
+/// gradients are summed on the first device. The parts draw from `rng` in
+/// order. With one device this is the single-device step exactly.
+pub fn data_parallel_step<T: Task>(
+    task: &T,
+    model: &T::Model,
+    batch: &[usize],
+    rng: &mut Rng,
+    devices: &[Device],
+) -> (f64, GradientsParams) {
+    if devices.len() <= 1 {
+        let loss = task.loss(model, batch, rng, &devices[0]);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        return (value, GradientsParams::from_grads(loss.backward(), model));
+    }
+    let per = batch.len().div_ceil(devices.len());
+    let mut acc = burn::optim::GradientsAccumulator::<T::Model>::new();
+    let mut value = 0.0;
+    for (part, device) in batch.chunks(per.max(1)).zip(devices) {
+        let share = part.len() as f64 / batch.len() as f64;
+        let replica = model.clone().fork(device);
+        let loss = task
+            .loss(&replica, part, rng, device)
+            .mul_scalar(share as f32);
+        value += loss.clone().into_scalar::<f32>() as f64;
+        let grads =
+            GradientsParams::from_grads(loss.backward(), &replica).to_device(&devices[0], model);
+        acc.accumulate(model, grads);
+    }
+    (value, acc.grads())
 }
 
 /// The configured optimizer.
@@ -118,8 +180,10 @@ struct Loop<'a, T: Task> {
     opt: &'a TrainOptions,
     chosen: &'a Chosen,
     task: &'a T,
-    /// The autodiff device training runs on.
+    /// The autodiff device training runs on, then any others a batch is
+    /// split over (`--devices`).
     ad: Device,
+    devices: Vec<Device>,
     ckpt_dir: PathBuf,
     units_per_epoch: usize,
     steps_per_epoch: usize,
@@ -142,6 +206,7 @@ fn run<T: Report>(
     exp: &Experiment,
     opt: &TrainOptions,
     chosen: Chosen,
+    extra: Vec<Device>,
     task: T,
 ) -> Result<Outcome> {
     let started = Instant::now();
@@ -162,6 +227,9 @@ fn run<T: Report>(
         chosen: &chosen,
         task: &task,
         ad: chosen.device.clone().autodiff(),
+        devices: std::iter::once(chosen.device.clone().autodiff())
+            .chain(extra)
+            .collect(),
         ckpt_dir: opt.run_dir.join("checkpoints"),
         units_per_epoch,
         steps_per_epoch,
@@ -425,13 +493,16 @@ impl<T: Task> Loop<'_, T> {
             let step = state.step;
             lr = schedule::lr_at(&exp.optim, step, self.total_steps);
             let mut rng = Rng::stream(exp.seed, STEP ^ ((step as u64) << 16));
-            self.ad.seed(rng.next_u64());
+            let seed = rng.next_u64();
+            for d in &self.devices {
+                d.seed(seed);
+            }
             // Its own stream: the step's draws (negatives) stay as they were.
             crate::model::dropout::begin_step(
                 Rng::stream(exp.seed, DROPOUT ^ ((step as u64) << 16)).next_u64(),
             );
-            let loss = self.task.loss(&model, chunk, &mut rng, &self.ad);
-            let value: f64 = loss.clone().into_scalar::<f32>() as f64;
+            let (value, grads) =
+                data_parallel_step(self.task, &model, chunk, &mut rng, &self.devices);
             if !value.is_finite() {
                 prog.finish();
                 let kept = checkpoint::list(&self.ckpt_dir)?
@@ -443,7 +514,6 @@ impl<T: Task> Loop<'_, T> {
                      Lower optim.lr or set optim.clip_norm, then resume."
                 )));
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
             state.step += 1;
             loss_sum += value;

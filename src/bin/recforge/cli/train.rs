@@ -37,6 +37,11 @@ pub struct TrainArgs {
     /// metrics to RUN_DIR/seeds.md.
     #[arg(long, value_name = "N", conflicts_with_all = ["resume", "stop_after"])]
     seeds: Option<usize>,
+    /// Split every batch over these devices (data parallelism; the first
+    /// holds the model): `flex`, `wgpu`, `wgpu:N` (the N-th adapter),
+    /// `cuda:N`, comma-separated, e.g. `wgpu:0,wgpu:1`.
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    devices: Vec<String>,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
@@ -48,6 +53,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         device: a.device,
         results_dir: a.results_dir,
         stop_after: a.stop_after,
+        devices: a.devices,
     };
     if let Some(n) = a.seeds {
         let report = recforge::pipeline::seeds::train_seeds(&req, n)?;

@@ -189,7 +189,7 @@ cat >"$out_md" <<EOF
 \`benches/spark_local.sh\`, $(date -u +%Y-%m-%d), on this machine's $(nproc) cores: pyspark $("$venv/bin/python" -c 'import pyspark; print(pyspark.__version__)'), $(java -version 2>&1 | head -1);
 a master and 1 or 2 workers on 127.0.0.1 (1 core, 1 GiB each). Data: the 30k synthetic set
 (\`datasets/synth-30k.toml\`), every customer, served by a ranking bundle with small models, histories from
-\`recforge serving-data --format parquet\`. Job time: reading, joining, repartitioning by \`shard_of\`,
+\`recforge serving-data --format parquet\`. Job time: reading, joining, repartitioning by customer id,
 scoring in \`mapInArrow\` and counting (the writes after it are not timed); JVM and session start-up not included.
 \`recforge submit\` on the same bundle and data, both cores: ${submit_s} s (loading included).
 

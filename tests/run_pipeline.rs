@@ -193,6 +193,9 @@ share = 0.5
         let text = resp.body_mut().read_to_string().unwrap();
         (resp.status().as_u16(), serde_json::from_str(&text).unwrap())
     };
+    let c = served.keys().next().unwrap();
+    let known = |v: &serde_json::Value| v["known_history"].as_u64().unwrap();
+    let before = known(&ask("shop", c).1);
     let item = serde_json::json!({"items": [{"article_id": "0999999997", "features": features}]});
     let (status, v) = admin("/v1/shop/items", item);
     assert_eq!(status, 200, "{v}");
@@ -201,10 +204,16 @@ share = 0.5
         let (status, v) = ask("shop", c);
         assert_eq!((status, articles(&v).len()), (200, 12), "{v}");
     }
+    // Bought, the new article is a purchase the bundle knows: it has an
+    // item id (and stays known through a reload, from the overlay).
+    let event = serde_json::json!({"events": [{"customer_id": c, "article_id": "0999999997"}]});
+    let (status, v) = admin("/v1/shop/events", event);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(known(&ask("shop", c).1), before + 1);
     let (status, v) = admin("/v1/shop/reload", serde_json::json!({}));
     assert_eq!(status, 200, "{v}");
-    let c = served.keys().next().unwrap();
-    assert_eq!(ask("shop", c).0, 200);
+    let (status, v) = ask("shop", c);
+    assert_eq!((status, known(&v)), (200, before + 1), "{v}");
     server.stop();
 }
 
@@ -404,15 +413,18 @@ fn new_articles_enter_live(bundle: &Path, ds: &recforge::data::Dataset) {
         .iter()
         .map(|f| (f.name.clone(), f.vocab[f.codes[data_item] as usize].clone()))
         .collect();
-    let engines = std::iter::once(&b.engine.ranker.engine)
-        .chain(b.engine.retrieval.as_ref().map(|r| &r.engine));
-    for e in engines {
+    for e in b.engines() {
         let v = e.embed_article(&features).unwrap();
         e.pool.update(|s| s.add(id, &v).map(|_| ())).unwrap();
     }
     let mut live = b.clone();
-    assert_eq!(live.add_articles(&[(id, &features)]), 1);
-    assert_eq!(live.add_articles(&[(id, &features)]), 0, "added once");
+    assert_eq!(live.add_articles(&[(id, &features)]).new, 1);
+    let again = live.add_articles(&[(id, &features)]);
+    assert_eq!(
+        (again.new, again.refreshed),
+        (0, 1),
+        "added once, re-read after"
+    );
     let k = live.item(id).unwrap();
     assert_eq!(k as usize, b.articles.len(), "the next item id");
     assert!(live.engine.context.ln_price(k).is_nan(), "never sold");

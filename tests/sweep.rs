@@ -111,6 +111,29 @@ fn summaries(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs with a checkpoint and no summary: interrupted mid-training.
+fn interrupted(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let p = e.path();
+        if !p.is_dir() {
+            continue;
+        }
+        let checkpointed = std::fs::read_dir(p.join("checkpoints")).is_ok_and(|mut c| {
+            c.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("epoch-")))
+        });
+        if checkpointed && !p.join("summary.json").exists() {
+            n += 1;
+        } else {
+            n += interrupted(&p);
+        }
+    }
+    n
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
@@ -141,7 +164,8 @@ fn a_killed_sweep_resumes_without_retraining_and_runs_lists_them_sorted() {
         sweep_dir.to_str().unwrap(),
     ];
 
-    // Killed (SIGKILL, as a lost machine would) once three runs finished.
+    // Killed (SIGKILL, as a lost machine would) once three runs finished
+    // and another has checkpointed its first epoch but not finished.
     let mut child = Command::new(env!("CARGO_BIN_EXE_recforge"))
         .args(args)
         .stdout(Stdio::null())
@@ -149,7 +173,7 @@ fn a_killed_sweep_resumes_without_retraining_and_runs_lists_them_sorted() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while summaries(&sweep_dir).len() < 3 {
+    while summaries(&sweep_dir).len() < 3 || interrupted(&sweep_dir) == 0 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the sweep ended before it could be killed"
@@ -167,6 +191,7 @@ fn a_killed_sweep_resumes_without_retraining_and_runs_lists_them_sorted() {
         })
         .collect();
     assert!(done.len() < 8, "killed before the end");
+    assert_eq!(interrupted(&sweep_dir), 1, "one run left mid-training");
 
     let (ok, out, err) = recforge(&args);
     assert!(ok, "{err}");
@@ -182,6 +207,11 @@ fn a_killed_sweep_resumes_without_retraining_and_runs_lists_them_sorted() {
         serde_json::from_slice(&std::fs::read(sweep_dir.join("sweep.json")).unwrap()).unwrap();
     let n = |k: &str| report[k].as_u64().unwrap() as usize;
     assert_eq!(n("reused"), done.len(), "{out}");
+    assert_eq!(
+        n("resumed"),
+        1,
+        "the interrupted run resumed from its checkpoint"
+    );
     assert_eq!(n("trained") + n("resumed") + n("reused"), 8);
     assert_eq!(summaries(&sweep_dir).len(), 8);
     let combos = report["combos"].as_array().unwrap();

@@ -209,9 +209,10 @@ fn two_tower_on_wgpu_matches_flex_and_trains() {
 }
 
 /// A batch of four fixed sequences for `data_parallel_step`: the loss of
-/// rows `batch` is the full softmax at every position (each row has the
-/// same number of targets, so the share-weighted parts sum to the whole
-/// batch's mean exactly).
+/// rows `batch` is the mean full softmax over each row's first
+/// `targets(r)` positions, a different number per row, so a split weighed
+/// by rows would not give the whole batch's mean; weighed by targets
+/// ([`Task::weight`]) it does.
 struct FourRows {
     cfg: SasRecConfig,
     weights: std::path::PathBuf,
@@ -223,6 +224,10 @@ impl recforge::train::Task for FourRows {
 
     fn n_units(&self) -> usize {
         4
+    }
+
+    fn weight(&self, batch: &[usize]) -> f64 {
+        batch.iter().map(|&r| targets_of(r) as f64).sum()
     }
 
     fn build(&self, device: &Device) -> Self::Model {
@@ -244,8 +249,17 @@ impl recforge::train::Task for FourRows {
         let inputs = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [n, 8]), device);
         let table = model.item_table();
         let h = model.encode(&table, inputs, 0).reshape([n * 8, 16]);
-        let targets: Vec<i64> = ids.iter().map(|i| 1 + (i * 7) % 39).collect();
-        recforge::train::loss::full_softmax(h, &table, &targets, &vec![1.0; n * 8])
+        let at: Vec<i64> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(k, &r)| (0..targets_of(r)).map(move |j| (k * 8 + j) as i64))
+            .collect();
+        let targets: Vec<i64> = at.iter().map(|&p| 1 + (ids[p as usize] * 7) % 39).collect();
+        let h = h.select(
+            0,
+            Tensor::<1, Int>::from_data(TensorData::new(at.clone(), [at.len()]), device),
+        );
+        recforge::train::loss::full_softmax(h, &table, &targets, &vec![1.0; at.len()])
     }
 
     fn validate(&self, _: &Self::Model, _: &Device) -> recforge::train::evaluate::EvalResult {
@@ -255,6 +269,11 @@ impl recforge::train::Task for FourRows {
     fn test(&self, _: &Self::Model, _: &Device) -> recforge::train::evaluate::EvalResult {
         unreachable!("the step test never tests")
     }
+}
+
+/// Row r's number of targets: 2, 4, 6, 8.
+fn targets_of(r: usize) -> usize {
+    2 * (r + 1)
 }
 
 /// Data parallelism: the batch split over two devices (flex listed twice,

@@ -54,6 +54,17 @@ pub struct Adapter {
     pub backend: String,
     /// False for CPU (software) adapters such as lavapipe or llvmpipe.
     pub hardware: bool,
+    pub kind: AdapterKind,
+}
+
+/// What kind of device an adapter is: burn numbers GPUs within a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterKind {
+    Discrete,
+    Integrated,
+    Virtual,
+    Cpu,
+    Other,
 }
 
 /// Lists the wgpu adapters this machine offers (empty without the `wgpu` feature).
@@ -76,6 +87,13 @@ pub fn wgpu_adapters() -> Vec<Adapter> {
                     name: info.name.clone(),
                     backend: format!("{:?}", info.backend),
                     hardware: info.device_type != wgpu::DeviceType::Cpu,
+                    kind: match info.device_type {
+                        wgpu::DeviceType::DiscreteGpu => AdapterKind::Discrete,
+                        wgpu::DeviceType::IntegratedGpu => AdapterKind::Integrated,
+                        wgpu::DeviceType::VirtualGpu => AdapterKind::Virtual,
+                        wgpu::DeviceType::Cpu => AdapterKind::Cpu,
+                        wgpu::DeviceType::Other => AdapterKind::Other,
+                    },
                 }
             })
             .collect()
@@ -168,10 +186,18 @@ fn wgpu_index(i: usize) -> Result<Chosen> {
             adapters.iter().map(|a| &a.name).collect::<Vec<_>>()
         ))
     })?;
+    use burn::tensor::DeviceKind;
     let mut c = wgpu_on(a)?;
-    if a.hardware {
-        c.device = Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i));
-    }
+    // burn numbers GPUs within their kind: the N-th listed adapter is the
+    // j-th of its kind.
+    let j = adapters[..i].iter().filter(|b| b.kind == a.kind).count();
+    c.device = Device::wgpu(match a.kind {
+        AdapterKind::Discrete => DeviceKind::DiscreteGpu(j),
+        AdapterKind::Integrated => DeviceKind::IntegratedGpu(j),
+        AdapterKind::Virtual => DeviceKind::VirtualGpu(j),
+        AdapterKind::Cpu => DeviceKind::Cpu,
+        AdapterKind::Other => DeviceKind::DefaultDevice,
+    });
     c.description = format!("wgpu:{i} ({})", c.description);
     Ok(c)
 }
@@ -182,6 +208,7 @@ fn wgpu_index(_: usize) -> Result<Chosen> {
         name: String::new(),
         backend: String::new(),
         hardware: false,
+        kind: AdapterKind::Other,
     })
 }
 

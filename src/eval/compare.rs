@@ -295,7 +295,13 @@ mod tests {
         let svg = c.forest_svg();
         assert!(svg.contains(">MAP@12<"));
         assert_eq!(svg.matches("stroke-width=\"3\"").count(), 1);
-        // +0.1 on a mean of 0.2: the axis runs to at least +50%.
+        // The absolute difference beside the row; the bar is +0.1 on A's
+        // mean of 0.2, +50%, so the axis reaches past it.
         assert!(svg.contains("+0.10000 [+0.10000, +0.10000]"), "{svg}");
+        let ticks: Vec<f64> = svg
+            .match_indices("text-anchor=\"middle\">")
+            .filter_map(|(i, m)| svg[i + m.len()..].split('<').next()?.parse().ok())
+            .collect();
+        assert!(ticks.iter().any(|&t| t >= 50.0), "{ticks:?}");
     }
 }

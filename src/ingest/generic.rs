@@ -266,6 +266,12 @@ fn epoch(v: i64) -> std::result::Result<Time, String> {
             "`{v}` is too large for epoch seconds (milliseconds? divide by 1000)"
         ));
     }
+    // A date written as a number (20200922) would read as August 1970.
+    if v < 31_536_000 {
+        return Err(format!(
+            "`{v}` is before 1971 as epoch seconds (a YYYYMMDD date? write it as YYYY-MM-DD)"
+        ));
+    }
     Ok(Time::Second(v))
 }
 
@@ -676,6 +682,7 @@ mod tests {
             "yesterday",
             "",
             "1600000000000",
+            "20200922",
         ] {
             assert!(parse_time(bad).is_err(), "{bad} must be refused");
         }

@@ -77,13 +77,27 @@ pub fn list(dir: &Path, sort: Option<Metric>) -> Result<RunsReport> {
     let mut rows = Vec::new();
     let mut first: Option<BTreeMap<String, String>> = None;
     for run in &found {
-        let config = flat_config(&run.join("config.toml"))?;
-        let changes = match &first {
-            None => Vec::new(),
-            Some(f) => differences(f, &config),
-        };
-        first.get_or_insert(config);
-        rows.push(row(dir, run, changes)?);
+        // A run killed before its first checkpoint, or damaged, is named and
+        // skipped: the others are still worth listing.
+        let listed = flat_config(&run.join("config.toml")).and_then(|config| {
+            let changes = first
+                .as_ref()
+                .map_or_else(Vec::new, |f| differences(f, &config));
+            Ok((config, row(dir, run, changes)?))
+        });
+        match listed {
+            Ok((config, r)) => {
+                first.get_or_insert(config);
+                rows.push(r);
+            }
+            Err(e) => eprintln!("runs: skipping {}: {e}", run.display()),
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: no readable training run",
+            dir.display()
+        )));
     }
     let sort = sort.unwrap_or(rows[0].metric);
     // Best validation first; runs without the metric (unfinished, or another

@@ -118,9 +118,13 @@ pub fn train(exp: &Experiment, opt: &TrainOptions) -> Result<Outcome> {
 /// One step's loss value and gradients (on `devices[0]`, where `model`
 /// lives) of the units `batch`, split into contiguous parts over
 /// `devices`: part i runs forward and backward through a copy of the model
-/// on device i, its loss weighted by its share of the batch, and the
-/// gradients are summed on the first device. The parts draw from `rng` in
-/// order. With one device this is the single-device step exactly.
+/// on device i, its loss weighted by its share of the batch's loss weight
+/// ([`Task::weight`]: SASRec's target positions), and the gradients are
+/// summed on the first device, so the parts add up to the whole batch's
+/// mean loss. What differs from one device: sampled negatives are drawn per
+/// part, in-batch negatives are the part's, and dropout masks come from
+/// other calls. The parts draw from `rng` in order. With one device this
+/// is the single-device step exactly.
 pub fn data_parallel_step<T: Task>(
     task: &T,
     model: &T::Model,
@@ -134,10 +138,11 @@ pub fn data_parallel_step<T: Task>(
         return (value, GradientsParams::from_grads(loss.backward(), model));
     }
     let per = batch.len().div_ceil(devices.len());
+    let total = task.weight(batch).max(1e-12);
     let mut acc = burn::optim::GradientsAccumulator::<T::Model>::new();
     let mut value = 0.0;
     for (part, device) in batch.chunks(per.max(1)).zip(devices) {
-        let share = part.len() as f64 / batch.len() as f64;
+        let share = task.weight(part) / total;
         let replica = model.clone().fork(device);
         let loss = task
             .loss(&replica, part, rng, device)

@@ -152,6 +152,13 @@ impl Task for SasRecTask {
         step_loss(model, &self.exp, &batch, &self.proposal, rng, device)
     }
 
+    /// The target positions' total weight, which the loss divides by.
+    fn weight(&self, batch: &[usize]) -> f64 {
+        let windows: Vec<Window> = batch.iter().map(|&i| self.p.windows[i]).collect();
+        let (_, _, w) = train_batch(&self.p.train, &windows, self.revenue).targeted();
+        w.iter().map(|&x| f64::from(x)).sum()
+    }
+
     fn validate(&self, model: &SasRec, device: &Device) -> EvalResult {
         evaluate::evaluate(
             model,

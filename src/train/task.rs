@@ -34,6 +34,13 @@ pub trait Task {
         rng: &mut Rng,
         device: &Device,
     ) -> Tensor<1>;
+    /// What `loss` of these units averages over (its denominator): a
+    /// batch split over devices weighs each part's loss by its share of the
+    /// whole, so the parts sum to the whole batch's mean. Default: one per
+    /// unit.
+    fn weight(&self, batch: &[usize]) -> f64 {
+        batch.len() as f64
+    }
     /// Metrics on the validation period (the model is in inference mode).
     fn validate(&self, model: &Self::Model, device: &Device) -> EvalResult;
     /// Metrics on the test period.

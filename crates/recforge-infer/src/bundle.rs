@@ -387,8 +387,6 @@ impl Bundle {
     }
 }
 
-/// FNV-1a, 64 bit: the hash of hashed ids and attributes. Stable across
-/// platforms and releases, so trainer and server agree on buckets.
 /// MurmurHash3's 64-bit finaliser. FNV-1a alone leaves its high bits
 /// nearly constant across ids that differ only in their last characters
 /// ("u1", "u2", ...); this spreads every input bit over every output bit.
@@ -407,6 +405,8 @@ pub fn shard_of(customer_id: &str, shards: u32) -> u32 {
     (mix64(fnv1a(customer_id)) % u64::from(shards.max(1))) as u32
 }
 
+/// FNV-1a, 64 bit: the hash of hashed ids and attributes. Stable across
+/// platforms and releases, so trainer and server agree on buckets.
 pub fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {

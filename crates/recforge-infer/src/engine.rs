@@ -337,6 +337,32 @@ impl Engine {
     }
 }
 
+/// The vectors of articles (id, raw attributes) in each engine, all
+/// computed before anything changes, so that a failure changes nothing.
+pub fn embed_items(
+    engines: &[&Engine],
+    items: &[(&str, &HashMap<String, String>)],
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    engines
+        .iter()
+        .map(|e| items.iter().map(|(_, f)| e.embed_article(f)).collect())
+        .collect()
+}
+
+/// Adds (or re-vectors) the articles `ids` in each engine's pool, with the
+/// vectors [`embed_items`] made for them; available at once.
+pub fn add_to_pools(engines: &[&Engine], ids: &[&str], vectors: &[Vec<Vec<f32>>]) -> Result<()> {
+    for (e, vs) in engines.iter().zip(vectors) {
+        e.pool.update(|s| {
+            for (id, v) in ids.iter().zip(vs) {
+                s.add(id, v)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 /// The pool id of each catalogue entry (the bundle's item index, or the ids
 /// after the bundle's for articles it lacks, in list order) and the feature
 /// codes of those new articles.

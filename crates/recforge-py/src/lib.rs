@@ -127,9 +127,7 @@ impl Recommender {
     fn engines(&self) -> Vec<&Engine> {
         match &self.inner {
             Inner::Model(e) => vec![e],
-            Inner::Ranking(b) => std::iter::once(&*b.engine.ranker.engine)
-                .chain(b.engine.retrieval.as_ref().map(|r| &*r.engine))
-                .collect(),
+            Inner::Ranking(b) => b.engines(),
         }
     }
 
@@ -266,23 +264,14 @@ impl Recommender {
         items: Vec<(String, HashMap<String, String>)>,
     ) -> PyResult<usize> {
         py.detach(|| -> recforge_infer::Result<usize> {
+            use recforge_infer::engine::{add_to_pools, embed_items};
+            let added: Vec<(&str, &HashMap<String, String>)> =
+                items.iter().map(|(id, f)| (id.as_str(), f)).collect();
             let engines = self.engines();
-            // Every vector first, so that a failure changes nothing.
-            let vectors: Vec<Vec<Vec<f32>>> = engines
-                .iter()
-                .map(|e| items.iter().map(|(_, f)| e.embed_article(f)).collect())
-                .collect::<recforge_infer::Result<_>>()?;
-            for (e, vs) in engines.iter().zip(&vectors) {
-                e.pool.update(|s| {
-                    for ((id, _), v) in items.iter().zip(vs) {
-                        s.add(id, v)?;
-                    }
-                    Ok(())
-                })?;
-            }
+            let vectors = embed_items(&engines, &added)?;
+            let ids: Vec<&str> = added.iter().map(|(id, _)| *id).collect();
+            add_to_pools(&engines, &ids, &vectors)?;
             if let Inner::Ranking(b) = &mut self.inner {
-                let added: Vec<(&str, &HashMap<String, String>)> =
-                    items.iter().map(|(id, f)| (id.as_str(), f)).collect();
                 b.add_articles(&added);
             }
             Ok(self.engines()[0].pool.snapshot().len())

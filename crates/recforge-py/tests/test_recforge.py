@@ -186,3 +186,19 @@ def test_shards_are_submits(pipeline):
     )
     shard = submission(out)
     assert set(shard) == {c for c in parts if recforge.shard_of(c, 3) == 1}
+
+
+def test_read_customers_keeps_only_purchases_before_the_day(tmp_path):
+    day = recforge.day_number("2020-09-22")
+    f = tmp_path / "customers.jsonl"
+    f.write_text(
+        '{"customer_id": "c1", "history": ['
+        '{"article_id": "a", "date": "2020-09-20", "channel": 2}, '
+        '{"article_id": "b", "date": "2020-09-22"}, '
+        '{"article_id": "c", "date": "2020-09-23"}], "attributes": {"age": "31"}}\n'
+    )
+    ((cid, history, attributes),) = list(recforge.read_customers(str(f), day))
+    assert (cid, history, attributes) == ("c1", [("a", 2.0, 2)], {"age": "31"})
+    f.write_text('{"customer_id": "c1", "history": [{"article_id": "a", "date": "2020-13-01"}]}\n')
+    with pytest.raises(recforge.RecforgeError, match="line 1"):
+        list(recforge.read_customers(str(f), day))

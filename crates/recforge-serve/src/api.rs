@@ -472,40 +472,23 @@ pub fn items(t: &Tenant, body: &[u8]) -> ApiResult {
         }
     }
     // Every vector first, so that a failure changes nothing.
-    let mut vectors = Vec::new();
-    for e in &engines {
-        let v: Vec<Vec<f32>> = req
-            .items
-            .iter()
-            .map(|it| e.embed_article(&it.features))
-            .collect::<Result<_, _>>()
-            .map_err(|err| ApiError::new(500, "model", err.to_string()))?;
-        vectors.push(v);
-    }
-    let record = Record::Items {
-        items: req.items.clone(),
-    };
-    live.record(&record).map_err(not_journaled)?;
-    let mut ids = Vec::new();
-    for (e, vs) in engines.iter().zip(&vectors) {
-        e.pool
-            .update(|s| {
-                ids.clear();
-                for (it, v) in req.items.iter().zip(vs) {
-                    ids.push(s.add(&it.article_id, v)?);
-                }
-                Ok(())
-            })
-            .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
-    }
-    // A ranking variant gives the new articles item ids in a clone of its
-    // tables, swapped in while `live` is held (requests in flight finish
-    // on the old one, which ignores pool entries it has no id for).
     let added: Vec<(&str, &HashMap<String, String>)> = req
         .items
         .iter()
         .map(|it| (it.article_id.as_str(), &it.features))
         .collect();
+    let vectors = recforge_infer::engine::embed_items(&engines, &added)
+        .map_err(|err| ApiError::new(500, "model", err.to_string()))?;
+    let record = Record::Items {
+        items: req.items.clone(),
+    };
+    live.record(&record).map_err(not_journaled)?;
+    let ids: Vec<&str> = added.iter().map(|(id, _)| *id).collect();
+    recforge_infer::engine::add_to_pools(&engines, &ids, &vectors)
+        .map_err(|err| ApiError::new(500, "pool", err.to_string()))?;
+    // A ranking variant gives the new articles item ids in a clone of its
+    // tables, swapped in while `live` is held (requests in flight finish
+    // on the old one, which ignores pool entries it has no id for).
     t.replace_variants(|v| {
         let a = v.a.with_articles(&added).map(std::sync::Arc::new);
         let b =

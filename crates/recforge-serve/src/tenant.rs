@@ -86,16 +86,15 @@ impl Served {
     pub fn engines(&self) -> Vec<&Engine> {
         match self {
             Served::Model(e) => vec![e],
-            Served::Ranking { bundle, .. } => std::iter::once(&*bundle.engine.ranker.engine)
-                .chain(bundle.engine.retrieval.as_ref().map(|r| &*r.engine))
-                .collect(),
+            Served::Ranking { bundle, .. } => bundle.engines(),
         }
     }
 
     /// A ranking variant after articles were added to its engines' pools:
-    /// a clone whose tables give them item ids (sharing engines, pools and
-    /// trees with this one), or None for a model variant (its pool is all
-    /// it serves from) or when none of them is new to it.
+    /// a clone whose tables give the new ones item ids and re-read the
+    /// vectors of those added before (sharing engines, pools and trees with
+    /// this one); None for a model variant (its pool is all it serves from)
+    /// or when its tables need no change.
     pub fn with_articles(&self, articles: &[(&str, &HashMap<String, String>)]) -> Option<Served> {
         let Served::Ranking {
             bundle,
@@ -106,11 +105,11 @@ impl Served {
             return None;
         };
         let mut bundle = bundle.clone();
-        let n = bundle.add_articles(articles);
-        (n > 0).then(|| {
+        let added = bundle.add_articles(articles);
+        added.changed().then(|| {
             let mut ordering = ordering.clone();
             if let Some(o) = &mut ordering {
-                o.add_unsold(n);
+                o.add_unsold(added.new);
             }
             Served::Ranking {
                 bundle,
@@ -420,12 +419,13 @@ impl Tenant {
     }
 
     /// Swaps in variants made from the current ones (ranking variants that
-    /// took new articles); the caller holds `live`, so no reload or other
-    /// change lands between the read and the swap.
+    /// took new articles). The new ones are built outside the write lock,
+    /// so requests are not held up by the copy; the caller holds `live`,
+    /// so no reload or other change lands between the read and the swap.
     pub fn replace_variants(&self, f: impl FnOnce(&Variants) -> Option<Variants>) {
-        let mut slot = self.variants.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(next) = f(&slot) {
-            *slot = Arc::new(next);
+        let current = self.variants();
+        if let Some(next) = f(&current) {
+            *self.variants.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         }
     }
 

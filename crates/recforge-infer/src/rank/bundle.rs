@@ -170,6 +170,22 @@ pub struct RankingBundle {
     pub version: String,
 }
 
+/// What [`RankingBundle::add_articles`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Added {
+    /// Articles new to the bundle, now with item ids.
+    pub new: usize,
+    /// Articles added while serving and now added again (their vectors
+    /// re-read from the pools).
+    pub refreshed: usize,
+}
+
+impl Added {
+    pub fn changed(self) -> bool {
+        self.new + self.refreshed > 0
+    }
+}
+
 /// One customer's request to a ranking bundle, as a server receives it.
 pub struct Request<'a> {
     /// Past purchases, oldest first.
@@ -498,7 +514,7 @@ impl RankingBundle {
     /// already has are left as they are (their pool vectors were replaced).
     /// Returns how many were new. A server clones the bundle, adds, and
     /// swaps the clone in; requests on the old one finish unchanged.
-    pub fn add_articles(&mut self, articles: &[(&str, &HashMap<String, String>)]) -> usize {
+    pub fn add_articles(&mut self, articles: &[(&str, &HashMap<String, String>)]) -> Added {
         let ranker = self.engine.ranker.engine.pool.snapshot();
         let retrieval = self
             .engine
@@ -509,7 +525,11 @@ impl RankingBundle {
         let mut again = Vec::new();
         for &(id, attributes) in articles {
             if let Some(&item) = self.index.get(id) {
-                again.push(item);
+                // Only articles added while serving have pool vectors in
+                // the tables; the fitted ones keep their load-time vectors.
+                if item as usize >= self.engine.ranker.loaded_items() {
+                    again.push(item);
+                }
                 continue;
             }
             let attrs = std::array::from_fn(|a| {
@@ -534,7 +554,18 @@ impl RankingBundle {
             r.refresh_added(&again);
         }
         self.engine.add_unsold(&added);
-        added.len()
+        Added {
+            new: added.len(),
+            refreshed: again.len(),
+        }
+    }
+
+    /// Every model engine it holds (the sequential ranker's, then the
+    /// two-tower model's): pool changes go to all of them.
+    pub fn engines(&self) -> Vec<&crate::engine::Engine> {
+        std::iter::once(&*self.engine.ranker.engine)
+            .chain(self.engine.retrieval.as_ref().map(|r| &*r.engine))
+            .collect()
     }
 
     /// The item id of an article.

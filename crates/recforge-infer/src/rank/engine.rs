@@ -35,6 +35,8 @@ pub struct ArticleEngine {
     /// The vectors of items added while serving (their pool's, as they
     /// were added): the load-time table has no row for them.
     added: std::collections::HashMap<u32, Vec<f32>>,
+    /// How many items were appended after the list it was built on.
+    added_count: usize,
 }
 
 impl ArticleEngine {
@@ -64,7 +66,13 @@ impl ArticleEngine {
             data_item,
             new_articles,
             added: Default::default(),
+            added_count: 0,
         })
+    }
+
+    /// Items of the list it was built on (those after are added ones).
+    pub fn loaded_items(&self) -> usize {
+        self.item_of.len() - self.added_count
     }
 
     /// Items appended to the list (ids `item_of.len()..`), each with its
@@ -72,6 +80,7 @@ impl ArticleEngine {
     /// vectors are read from the pool as it is now.
     pub fn add_items(&mut self, pool_ids: &[Option<u32>]) {
         let snap = self.engine.pool.snapshot();
+        self.added_count += pool_ids.len();
         for p in pool_ids {
             let item = self.item_of.len() as u32;
             self.item_of.push(p.unwrap_or(u32::MAX));
@@ -260,7 +269,7 @@ pub struct AddedItem {
     pub ranker: Option<u32>,
     pub retrieval: Option<u32>,
     /// Its codes of each [`super::Attr`], by index (0 = unknown).
-    pub attrs: [u32; 4],
+    pub attrs: [u32; super::Attr::ALL.len()],
 }
 
 /// The ranking system fitted as of one day.
@@ -291,7 +300,7 @@ impl RankingEngine {
         if let Some(r) = &mut self.retrieval {
             r.add_items(&items.iter().map(|a| a.retrieval).collect::<Vec<_>>());
         }
-        let attrs: Vec<[u32; 4]> = items.iter().map(|a| a.attrs).collect();
+        let attrs: Vec<[u32; super::Attr::ALL.len()]> = items.iter().map(|a| a.attrs).collect();
         self.context.add_unsold(&attrs);
         let product = super::Attr::ProductCode.index();
         self.sources

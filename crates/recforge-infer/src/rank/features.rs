@@ -300,7 +300,7 @@ impl Context {
     /// before the day, so they read as an unsold article of the fitted log
     /// does (no sales, no first day, no repurchase rate, buyer age or
     /// price); `attrs` are their codes, by [`Attr::index`].
-    pub fn add_unsold(&mut self, attrs: &[[u32; 4]]) {
+    pub fn add_unsold(&mut self, attrs: &[[u32; super::Attr::ALL.len()]]) {
         for a in attrs {
             for v in [
                 &mut self.sales7,

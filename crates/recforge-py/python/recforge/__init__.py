@@ -56,8 +56,9 @@ def read_customers(
     """The customers file ``recforge serving-data`` writes (JSON lines),
     as (customer id, history, attributes) with each purchase's age counted
     back from ``day`` (a bundle's ``day``). Purchases dated on or after the
-    day are left out, as the server leaves them out: nothing after the day
-    served reaches a feature."""
+    day are left out, as ``recforge submit`` and the Spark job leave them
+    out when they serve as of a day: nothing from the day served on reaches
+    a feature (a file written for a later day serves correctly)."""
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -68,10 +69,10 @@ def read_customers(
                 for h in c.get("history", []):
                     if "date" in h and h["date"] is not None:
                         ago = day - day_number(h["date"])
+                        if ago <= 0:
+                            continue
                     else:
                         ago = float(h.get("days_ago", 0.0))
-                    if ago < 0:
-                        continue
                     history.append((h["article_id"], float(ago), h.get("channel")))
                 yield c["customer_id"], history, c.get("attributes", {})
             except (KeyError, TypeError, ValueError) as e:

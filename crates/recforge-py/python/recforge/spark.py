@@ -7,8 +7,9 @@ computed by the recforge package on the executors through ``mapInArrow``.
 
 ``--customers`` is a directory ``recforge serving-data --format parquet``
 wrote (``customers.parquet``, ``purchases.parquet``). Customers are
-repartitioned by ``recforge.shard_of`` (the hash ``recforge submit --shard``
-splits by), so partition I holds submit's shard I of N. The bundle is
+repartitioned by Spark's Murmur3 hash of the customer id (stable across
+runs and balanced; ``recforge.shard_of`` is ``submit --shard``'s hash for
+splitting without Spark). The bundle is
 shipped to the executors once, as a zip archive Spark unpacks on each
 (``SparkContext.addArchive``: Spark ships no local directory to a
 cluster), and loaded once per executor process. Recommendations are written as
@@ -85,7 +86,6 @@ def _score(name: str, k: int, attributes: list):
 def score(args) -> dict:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
-    from pyspark.sql.types import IntegerType
 
     import recforge
 
@@ -119,11 +119,9 @@ def score(args) -> dict:
         )
         attributes = [c for c in customers.columns if c not in ("row", "customer_id")]
         n = args.partitions or spark.sparkContext.defaultParallelism
-        shard = F.udf(lambda c: recforge.shard_of(c, n), IntegerType())
         table = (
             customers.join(history, "customer_id", "left")
-            .withColumn("shard", shard("customer_id"))
-            .repartition(n, "shard")
+            .repartition(n, "customer_id")
             .select("row", "customer_id", "history", *attributes)
         )
         recs = table.mapInArrow(

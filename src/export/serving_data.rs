@@ -98,6 +98,20 @@ fn attributes(ds: &crate::data::Dataset, u: usize) -> Vec<(String, String)> {
     out
 }
 
+/// Customer `u`'s last `history_len` purchases before `serve_day`, oldest
+/// first: (item, day, channel) each.
+fn kept(
+    hist: &History,
+    u: usize,
+    serve_day: i64,
+    history_len: usize,
+) -> impl Iterator<Item = (u32, i64, u8)> + '_ {
+    let (items, days) = hist.as_of(u as u32, serve_day);
+    let channels = &hist.channels(u as u32)[..items.len()];
+    let take = items.len().saturating_sub(history_len);
+    (take..items.len()).map(move |j| (items[j], days[j], channels[j]))
+}
+
 /// The customers as Parquet tables; returns how many have purchases.
 fn write_parquet(
     ds: &crate::data::Dataset,
@@ -127,17 +141,16 @@ fn write_parquet(
         for (col, name) in attrs.iter_mut().zip(&names) {
             col.push(a.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
         }
-        let (items, days) = hist.as_of(u as u32, serve_day);
-        let channels = &hist.channels(u as u32)[..items.len()];
-        let take = items.len().saturating_sub(history_len);
-        with_history += usize::from(!items.is_empty());
-        for j in take..items.len() {
+        let mut any = false;
+        for (seq, (item, day, channel)) in kept(hist, u, serve_day, history_len).enumerate() {
+            any = true;
             p_customer.push(ds.users.ids[u].clone());
-            p_seq.push((j - take) as u32);
-            p_article.push(ds.items.ids[items[j] as usize].clone());
-            p_day.push(days[j] as i32);
-            p_channel.push((channels[j] != 0).then_some(channels[j]));
+            p_seq.push(seq as u32);
+            p_article.push(ds.items.ids[item as usize].clone());
+            p_day.push(day as i32);
+            p_channel.push((channel != 0).then_some(channel));
         }
+        with_history += usize::from(any);
     }
     let mut columns = vec![
         Column::new("row".into(), row),
@@ -188,19 +201,16 @@ fn write_jsonl(
     let mut f = AtomicFile::create(&path)?;
     let mut with_history = 0;
     for u in 1..ds.users.len() {
-        let (items, days) = hist.as_of(u as u32, serve_day);
-        let channels = &hist.channels(u as u32)[..items.len()];
-        let take = items.len().saturating_sub(history_len);
-        with_history += usize::from(!items.is_empty());
-        let history: Vec<_> = (take..items.len())
-            .map(|j| {
+        let history: Vec<_> = kept(hist, u, serve_day, history_len)
+            .map(|(item, day, channel)| {
                 json!({
-                    "article_id": ds.items.ids[items[j] as usize],
-                    "date": crate::util::dates::format_ymd(days[j] as i32),
-                    "channel": channels[j],
+                    "article_id": ds.items.ids[item as usize],
+                    "date": crate::util::dates::format_ymd(day as i32),
+                    "channel": channel,
                 })
             })
             .collect();
+        with_history += usize::from(!history.is_empty());
         let attributes: serde_json::Map<String, serde_json::Value> = attributes(ds, u)
             .into_iter()
             .map(|(k, v)| (k, json!(v)))

@@ -102,6 +102,19 @@ pub fn write(
     check_part(ds, path, shard)
 }
 
+/// Checks a submission's first line.
+fn header(path: &Path, line: &str) -> Result<()> {
+    if line.trim_end() != "customer_id,prediction" {
+        return Err(Error::bad_value(
+            path,
+            1,
+            "header",
+            format!("expected `customer_id,prediction`, found `{line}`"),
+        ));
+    }
+    Ok(())
+}
+
 /// Joins shard files (written with `--shard I/N` for every I) into the
 /// submission, in customer order: byte for byte the file one unsharded
 /// run writes. Every customer must be in exactly one shard; the joined
@@ -122,14 +135,7 @@ pub fn merge(ds: &Dataset, shards: &[std::path::PathBuf], out: &Path) -> Result<
             let line = n as u64 + 1;
             let l = l.map_err(|e| Error::io(path, e))?;
             if n == 0 {
-                if l.trim_end() != "customer_id,prediction" {
-                    return Err(Error::bad_value(
-                        path,
-                        1,
-                        "header",
-                        format!("expected `customer_id,prediction`, found `{l}`"),
-                    ));
-                }
+                header(path, &l)?;
                 continue;
             }
             let cust = l.split_once(',').map_or(l.as_str(), |(c, _)| c);
@@ -206,14 +212,7 @@ fn check_part(ds: &Dataset, path: &Path, shard: Option<Shard>) -> Result<CheckRe
         let line = n as u64 + 1;
         let l = l.map_err(|e| Error::io(path, e))?;
         if n == 0 {
-            if l.trim_end() != "customer_id,prediction" {
-                return Err(Error::bad_value(
-                    path,
-                    1,
-                    "header",
-                    format!("expected `customer_id,prediction`, found `{l}`"),
-                ));
-            }
+            header(path, &l)?;
             continue;
         }
         let (cust, pred) = l

@@ -594,7 +594,14 @@ impl<T: Task> Loop<'_, T> {
         } else {
             ""
         };
-        let mut line = format!("; valid {}{masked} {value:.4}", selection.column());
+        // A refit trains on its validation rows: the figure is in-sample and
+        // the log must not read as an estimate.
+        let label = if exp.data.refit {
+            "in-sample (refit)"
+        } else {
+            "valid"
+        };
+        let mut line = format!("; {label} {}{masked} {value:.4}", selection.column());
         if let Some(other) = v.get(!exp.eval.select_masked, selection) {
             line += &format!(
                 " ({} {other:.4})",

@@ -106,54 +106,15 @@ run() {
     case "$pipeline_size" in
     tiny)
         printf 'customers = 1500\narticles = 300\ndays = 63\nseed = 5\n' >"$work/synth.toml"
-        cat >"$work/tt.toml" <<EOF
-seed = 2
-[data]
-split = "last-week"
-[model]
-kind = "two-tower"
-d_model = 16
-[tower]
-feature_dim = 8
-hidden = 32
-id_buckets = 512
-id_dim = 8
-[loss]
-kind = "in-batch"
-mixed_negatives = 16
-[train]
-batch_size = 256
-epochs = 1
-[eval]
-ks = [12, 50]
-metric = "recall@50"
-EOF
-        cat >"$work/sr.toml" <<EOF
-seed = 2
-[data]
-split = "last-week"
-max_len = 8
-[model]
-d_model = 16
-n_heads = 2
-n_layers = 1
-d_ff = 32
-[train]
-batch_size = 128
-epochs = 1
-[eval]
-ks = [12]
-metric = "map@12"
-EOF
         cat >"$cfg" <<EOF
 name = "gpu_dry_run"
 submission = false
 [data]
 synth = "$work/synth.toml"
 [retrieval]
-experiment = "$work/tt.toml"
+experiment = "$PWD/tests/fixtures/tiny/two_tower.toml"
 [ranker]
-experiment = "$work/sr.toml"
+experiment = "$PWD/tests/fixtures/tiny/sasrec.toml"
 [candidates]
 two_tower = 20
 sasrec = 20

@@ -616,54 +616,10 @@ fn pipeline_runs_end_to_end_and_reuses_unchanged_steps() {
         "synth.toml",
         "customers = 2000\narticles = 400\ndays = 70\nseed = 5\n",
     );
-    let tt = write(
-        d,
-        "tt.toml",
-        r#"
-seed = 2
-device = "flex"
-[data]
-split = "last-week"
-[model]
-kind = "two-tower"
-d_model = 16
-[tower]
-feature_dim = 8
-hidden = 32
-id_buckets = 512
-id_dim = 8
-[loss]
-kind = "in-batch"
-mixed_negatives = 16
-[train]
-batch_size = 256
-epochs = 1
-[eval]
-ks = [12, 50]
-metric = "recall@50"
-"#,
-    );
-    let sr = write(
-        d,
-        "sr.toml",
-        r#"
-seed = 2
-device = "flex"
-[data]
-split = "last-week"
-max_len = 10
-[model]
-d_model = 16
-n_heads = 2
-n_layers = 1
-d_ff = 32
-[train]
-batch_size = 128
-epochs = 1
-[eval]
-ks = [12]
-metric = "map@12"
-"#,
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+    let (tt, sr) = (
+        fixtures.join("two_tower.toml"),
+        fixtures.join("sasrec.toml"),
     );
     let pipeline = |ranker_lr: &str| {
         format!(
@@ -674,9 +630,10 @@ submission = true
 synth = "{}"
 [retrieval]
 experiment = "{}"
+set = ['device="flex"']
 [ranker]
 experiment = "{}"
-set = ["optim.lr={ranker_lr}"]
+set = ['device="flex"', "optim.lr={ranker_lr}"]
 [candidates]
 two_tower = 20
 sasrec = 20

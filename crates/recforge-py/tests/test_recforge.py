@@ -15,46 +15,8 @@ import pytest
 
 import recforge
 
-SR = """seed = 2
-device = "flex"
-[data]
-split = "last-week"
-max_len = 10
-[model]
-d_model = 16
-n_heads = 2
-n_layers = 1
-d_ff = 32
-[train]
-batch_size = 128
-epochs = 1
-[eval]
-ks = [12]
-metric = "map@12"
-"""
-
-TT = """seed = 2
-device = "flex"
-[data]
-split = "last-week"
-[model]
-kind = "two-tower"
-d_model = 16
-[tower]
-feature_dim = 8
-hidden = 32
-id_buckets = 512
-id_dim = 8
-[loss]
-kind = "in-batch"
-mixed_negatives = 16
-[train]
-batch_size = 256
-epochs = 1
-[eval]
-ks = [12, 50]
-metric = "recall@50"
-"""
+# The tiny models the Rust pipeline tests and benches/gpu.sh train too.
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "fixtures", "tiny")
 
 
 def binary():
@@ -79,17 +41,15 @@ def pipeline(tmp_path_factory):
     serving data as of the bundle's day and the bundle's submission."""
     d = tmp_path_factory.mktemp("pipeline")
     (d / "synth.toml").write_text("customers = 1500\narticles = 300\ndays = 63\nseed = 9\n")
-    (d / "sr.toml").write_text(SR)
-    (d / "tt.toml").write_text(TT)
     (d / "p.toml").write_text(
         f"""name = "py"
 submission = false
 [data]
 synth = "{d / 'synth.toml'}"
 [retrieval]
-experiment = "{d / 'tt.toml'}"
+experiment = "{os.path.join(FIXTURES, 'two_tower.toml')}"
 [ranker]
-experiment = "{d / 'sr.toml'}"
+experiment = "{os.path.join(FIXTURES, 'sasrec.toml')}"
 [candidates]
 two_tower = 20
 sasrec = 20
@@ -99,7 +59,10 @@ max_rounds = 30
 patience = 10
 """
     )
-    run("run", str(d / "p.toml"), "--run-dir", str(d / "run"), "--report-dir", str(d / "report"))
+    run(
+        "run", str(d / "p.toml"), "--device", "flex",
+        "--run-dir", str(d / "run"), "--report-dir", str(d / "report"),
+    )
     bundle = d / "run" / "ranking-py"
     day = recforge.load(str(bundle)).day
     run("serving-data", "--data", str(d / "run" / "cache"), "--out", str(d / "serving"), "--day", str(day))

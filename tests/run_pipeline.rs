@@ -505,17 +505,22 @@ fn shards_merge_into_the_unsharded_file(
         sizes.iter().all(|&n| n * 5 > ds.users.len()),
         "balanced: {sizes:?}"
     );
+    // `submit --merge FILES --out OUT` over the run's data.
+    let merge = |out: &Path, files: &[&Path]| {
+        let mut args = vec![
+            "submit",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--merge",
+        ];
+        args.extend(files.iter().map(|p| p.to_str().unwrap()));
+        common::recforge(&args)
+    };
     let merged = d.join("merged.csv");
-    let mut args = vec![
-        "submit",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        merged.to_str().unwrap(),
-        "--merge",
-    ];
-    args.extend(parts.iter().map(|p| p.to_str().unwrap()));
-    let (ok, _, err) = common::recforge(&args);
+    let all: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+    let (ok, _, err) = merge(&merged, &all);
     assert!(ok, "{err}");
     assert_eq!(
         std::fs::read(&merged).unwrap(),
@@ -523,29 +528,9 @@ fn shards_merge_into_the_unsharded_file(
     );
     // Two of three shards, or one shard twice, is not a submission.
     let bad = d.join("bad.csv");
-    let (ok, _, err) = common::recforge(&[
-        "submit",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        bad.to_str().unwrap(),
-        "--merge",
-        parts[0].to_str().unwrap(),
-        parts[1].to_str().unwrap(),
-    ]);
+    let (ok, _, err) = merge(&bad, &all[..2]);
     assert!(!ok && err.contains("in none of the 2 shard files"), "{err}");
-    let (ok, _, err) = common::recforge(&[
-        "submit",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        bad.to_str().unwrap(),
-        "--merge",
-        parts[0].to_str().unwrap(),
-        parts[0].to_str().unwrap(),
-        parts[1].to_str().unwrap(),
-        parts[2].to_str().unwrap(),
-    ]);
+    let (ok, _, err) = merge(&bad, &[all[0], all[0], all[1], all[2]]);
     assert!(!ok && err.contains("another shard"), "{err}");
     assert!(!bad.exists(), "a refused merge writes nothing");
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::recforge;
+use common::{prepare_table, recforge};
 use recforge::config::experiment::Experiment;
 use recforge::util::rng::Rng;
 
@@ -48,17 +48,12 @@ fn experiment(dir: &Path) -> PathBuf {
     let rows = ml_sized_log(&log);
     assert!((90_000..=110_000).contains(&rows), "{rows} rows");
     let cache = dir.join("cache");
-    let (ok, _, err) = recforge(&[
-        "prepare",
-        "--format",
-        "table",
-        "--data",
-        log.to_str().unwrap(),
-        "--out",
-        cache.to_str().unwrap(),
-        "--map",
+    let (ok, err) = prepare_table(
+        &log,
+        &cache,
         "user=user_id,item=item_id,time=timestamp",
-    ]);
+        &[],
+    );
     assert!(ok, "{err}");
     let config = dir.join("ml.toml");
     std::fs::write(

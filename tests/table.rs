@@ -7,28 +7,19 @@ mod common;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use common::{listing, recforge, set_field, small_hm};
+use common::{listing, prepare_table, set_field, small_hm};
 use polars::prelude::*;
 use recforge::data::{Source, TimeUnit, cache};
 use recforge::ingest::Format;
 use recforge::pipeline::commands::prepare;
 
 fn table_prepare(raw: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
-    let log = raw.join("transactions_train.csv");
-    let mut args = vec![
-        "prepare",
-        "--format",
-        "table",
-        "--data",
-        log.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--map",
+    prepare_table(
+        &raw.join("transactions_train.csv"),
+        out,
         "user=customer_id,item=article_id,time=t_dat,price=price,channel=sales_channel_id",
-    ];
-    args.extend_from_slice(extra);
-    let (ok, _, err) = recforge(&args);
-    (ok, err)
+        extra,
+    )
 }
 
 #[test]
@@ -140,17 +131,12 @@ fn a_parquet_log_with_epoch_seconds_prepares_and_trains() {
     let log = dir.path().join("events.parquet");
     let rows = parquet_log(&raw, &log);
     let out = dir.path().join("cache");
-    let (ok, _, err) = recforge(&[
-        "prepare",
-        "--format",
-        "table",
-        "--data",
-        log.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--map",
+    let (ok, err) = prepare_table(
+        &log,
+        &out,
         "user=visitor,item=sku,time=ts,price=amount",
-    ]);
+        &[],
+    );
     assert!(ok, "{err}");
     let ds = cache::read(&out).unwrap();
     assert_eq!(
@@ -249,17 +235,7 @@ fn bad_rows_name_the_file_the_row_and_the_column() {
         "{err}"
     );
     let err = fails_cleanly(dir.path(), |out| {
-        let (ok, _, err) = recforge(&[
-            "prepare",
-            "--format",
-            "table",
-            "--data",
-            log.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--map",
-            "user=customer_id,item=article,time=t_dat",
-        ]);
+        let (ok, err) = prepare_table(&log, out, "user=customer_id,item=article,time=t_dat", &[]);
         (ok, err)
     });
     assert!(
@@ -283,17 +259,7 @@ fn bad_rows_name_the_file_the_row_and_the_column() {
         .finish(&mut df)
         .unwrap();
     let err = fails_cleanly(dir.path(), |out| {
-        let (ok, _, err) = recforge(&[
-            "prepare",
-            "--format",
-            "table",
-            "--data",
-            pq.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--map",
-            "user=u,item=i,time=t",
-        ]);
+        let (ok, err) = prepare_table(&pq, out, "user=u,item=i,time=t", &[]);
         (ok, err)
     });
     assert!(

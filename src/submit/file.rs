@@ -115,19 +115,23 @@ fn header(path: &Path, line: &str) -> Result<()> {
     Ok(())
 }
 
-/// Joins shard files (written with `--shard I/N` for every I) into the
-/// submission, in customer order: byte for byte the file one unsharded
-/// run writes. Every customer must be in exactly one shard; the joined
-/// file is checked like any submission, and written only whole.
-pub fn merge(ds: &Dataset, shards: &[std::path::PathBuf], out: &Path) -> Result<CheckReport> {
-    let users: FxHashMap<&str, u32> = ds
-        .users
+/// Each customer id's dense id (1..), to place a file's rows.
+fn user_index(ds: &Dataset) -> FxHashMap<&str, u32> {
+    ds.users
         .ids
         .iter()
         .enumerate()
         .skip(1)
         .map(|(i, s)| (s.as_str(), i as u32))
-        .collect();
+        .collect()
+}
+
+/// Joins shard files (written with `--shard I/N` for every I) into the
+/// submission, in customer order: byte for byte the file one unsharded
+/// run writes. Every customer must be in exactly one shard; the joined
+/// file is checked like any submission, and written only whole.
+pub fn merge(ds: &Dataset, shards: &[std::path::PathBuf], out: &Path) -> Result<CheckReport> {
+    let users = user_index(ds);
     let mut rows: Vec<Option<String>> = vec![None; ds.users.len()];
     for path in shards {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -197,14 +201,7 @@ fn check_part(ds: &Dataset, path: &Path, shard: Option<Shard>) -> Result<CheckRe
         .skip(1)
         .map(|s| (s.as_str(), ()))
         .collect();
-    let users: FxHashMap<&str, u32> = ds
-        .users
-        .ids
-        .iter()
-        .enumerate()
-        .skip(1)
-        .map(|(i, s)| (s.as_str(), i as u32))
-        .collect();
+    let users = user_index(ds);
     let in_part = |u: usize| shard.is_none_or(|s| s.contains(&ds.users.ids[u]));
     let mut covered = vec![false; ds.users.len()];
     let mut rows = 0;

@@ -33,6 +33,25 @@ pub fn recforge(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `recforge prepare --format table --data LOG --out OUT --map MAP`, then
+/// `extra`: whether it succeeded, and its stderr.
+pub fn prepare_table(log: &Path, out: &Path, map: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "prepare",
+        "--format",
+        "table",
+        "--data",
+        log.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--map",
+        map,
+    ];
+    args.extend_from_slice(extra);
+    let (ok, _, err) = recforge(&args);
+    (ok, err)
+}
+
 /// Names in `dir`, sorted (to check nothing half-written was left there).
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

@@ -933,14 +933,19 @@ SASRec's score and the blender leave customers without history in the candidates
         s += &format!(
             " The second stage trains on the candidates of {} week(s) before the validation week (weeks starting on days {:?}, \
 the last the validation week), each as of its first day: {} rows of {} customers, {} bought (negatives sampled at {:.3}). \
-Trees are early-stopped on the validation week's MAP@12 and the served objective chosen on it; the logistic blender is fitted \
+Trees are early-stopped on the validation week's MAP@12 and the served model chosen on its {}; the logistic blender is fitted \
 on the same rows.",
             st.weeks,
             st.week_starts,
             st.train_rows,
             st.train_customers,
             st.train_positives,
-            st.negative_rate
+            st.negative_rate,
+            // What `second_stage` chooses by: the objective's own measure.
+            match objective {
+                Objective::Purchase => "MAP@12",
+                Objective::Revenue => "revenue per impression",
+            }
         );
     }
     s

@@ -15,12 +15,15 @@ cd "$(dirname "$0")/.."
 bin=${1:-target/release/recforge}
 out=runs/ml100k-select
 mkdir -p "$out"
+# Each variant names every setting it stands for: the config's own
+# defaults move (norm_first became false when post-norm won), and a variant
+# that leaned on them silently became another.
 declare -A variants=(
   [disjoint-post-128-unmasked]='data.window_stride=0 model.norm_first=false train.batch_size=128 eval.select_masked=false'
   [disjoint-post-64-unmasked]='data.window_stride=0 model.norm_first=false eval.select_masked=false'
   [disjoint-post-64-masked]='data.window_stride=0 model.norm_first=false'
   [stride25-post-64-masked]='model.norm_first=false'
-  [stride25-pre-64-masked]=''
+  [stride25-pre-64-masked]='model.norm_first=true'
 )
 table="$out/selection.md"
 {
@@ -51,8 +54,10 @@ mv "$table.tmp" "$table"
 cat "$table"
 sets=()
 for kv in ${variants[$best]}; do sets+=(--set "$kv"); done
-if [ ! -f "$out/chosen/seeds.json" ]; then
+# A rerun that chooses another variant retrains the seeds.
+if [ ! -f "$out/chosen/seeds.json" ] || [ "$(cat "$out/chosen.variant" 2>/dev/null)" != "$best" ]; then
   rm -rf "$out/chosen"
+  echo "$best" >"$out/chosen.variant"
   "$bin" train experiments/ml100k_sasrec.toml "${sets[@]}" --run-dir "$out/chosen" --seeds 3 > "$out/chosen.log" 2>&1
 fi
 cat "$out/chosen/seeds.md"

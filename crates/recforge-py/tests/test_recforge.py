@@ -16,7 +16,9 @@ import pytest
 import recforge
 
 # The tiny models the Rust pipeline tests and benches/gpu.sh train too.
-FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "fixtures", "tiny")
+FIXTURES = os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "fixtures", "tiny")
+)
 
 
 def binary():

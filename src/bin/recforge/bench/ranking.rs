@@ -31,8 +31,9 @@ use crate::bench::serve::{percentile, random_sasrec_over};
 
 const CUSTOMERS: f64 = 1_371_980.0;
 
-/// Rounds of the lambdarank trees the full-size run served
-/// (`experiments/results/hm_full/results.md`).
+/// Rounds of the lambdarank trees the first full-size run with trees served
+/// (uncalibrated generator, `git show 9220f0c:experiments/results/hm_full/results.md`;
+/// the calibrated run's stopped at 211): what the recorded benchmarks used.
 pub const FULL_RUN_ROUNDS: u32 = 155;
 
 /// The candidate sizes: about 200 distinct candidates per customer.

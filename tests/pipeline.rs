@@ -202,6 +202,18 @@ fn repurchase_beats_popularity_and_the_submission_is_valid() {
     lines.remove(5);
     std::fs::write(&sub, lines.join("\n")).unwrap();
     assert!(recforge::submit::file::check(&ds, &sub).is_err());
+    // An unknown customer is named, with its line.
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let rest = lines[3].split_once(',').unwrap().1.to_string();
+    lines[3] = format!("nobody,{rest}");
+    std::fs::write(&sub, lines.join("\n")).unwrap();
+    let err = recforge::submit::file::check(&ds, &sub)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown customer `nobody`") && err.contains("line 4,"),
+        "{err}"
+    );
 }
 
 fn write_atomic_files(dir: &Path, split_files: bool) {

@@ -126,6 +126,18 @@ fn user_index(ds: &Dataset) -> FxHashMap<&str, u32> {
         .collect()
 }
 
+/// The dense id of `cust`, read at `line` of `path`.
+fn customer(users: &FxHashMap<&str, u32>, path: &Path, line: u64, cust: &str) -> Result<u32> {
+    users.get(cust).copied().ok_or_else(|| {
+        Error::bad_value(
+            path,
+            line,
+            "customer_id",
+            format!("unknown customer `{cust}`"),
+        )
+    })
+}
+
 /// Joins shard files (written with `--shard I/N` for every I) into the
 /// submission, in customer order: byte for byte the file one unsharded
 /// run writes. Every customer must be in exactly one shard; the joined
@@ -143,14 +155,7 @@ pub fn merge(ds: &Dataset, shards: &[std::path::PathBuf], out: &Path) -> Result<
                 continue;
             }
             let cust = l.split_once(',').map_or(l.as_str(), |(c, _)| c);
-            let u = *users.get(cust).ok_or_else(|| {
-                Error::bad_value(
-                    path,
-                    line,
-                    "customer_id",
-                    format!("unknown customer `{cust}`"),
-                )
-            })?;
+            let u = customer(&users, path, line, cust)?;
             if rows[u as usize].replace(l.clone()).is_some() {
                 return Err(Error::bad_value(
                     path,
@@ -215,14 +220,7 @@ fn check_part(ds: &Dataset, path: &Path, shard: Option<Shard>) -> Result<CheckRe
         let (cust, pred) = l
             .split_once(',')
             .ok_or_else(|| Error::bad_value(path, line, "customer_id", "no comma"))?;
-        let u = *users.get(cust).ok_or_else(|| {
-            Error::bad_value(
-                path,
-                line,
-                "customer_id",
-                format!("unknown customer `{cust}`"),
-            )
-        })?;
+        let u = customer(&users, path, line, cust)?;
         if !in_part(u as usize) {
             return Err(Error::bad_value(
                 path,

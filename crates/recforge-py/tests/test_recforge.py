@@ -164,6 +164,14 @@ def test_read_customers_keeps_only_purchases_before_the_day(tmp_path):
     )
     ((cid, history, attributes),) = list(recforge.read_customers(str(f), day))
     assert (cid, history, attributes) == ("c1", [("a", 2.0, 2)], {"age": "31"})
+    # Ages given as days ago follow the same rule: 0 is the day served.
+    f.write_text(
+        '{"customer_id": "c2", "history": ['
+        '{"article_id": "d", "days_ago": 3}, {"article_id": "e", "days_ago": 0}, '
+        '{"article_id": "f", "days_ago": -2}, {"article_id": "g"}]}\n'
+    )
+    ((_, history, _),) = list(recforge.read_customers(str(f), day))
+    assert history == [("d", 3.0, None)]
     f.write_text('{"customer_id": "c1", "history": [{"article_id": "a", "date": "2020-13-01"}]}\n')
     with pytest.raises(recforge.RecforgeError, match="line 1"):
         list(recforge.read_customers(str(f), day))

@@ -69,10 +69,11 @@ def read_customers(
                 for h in c.get("history", []):
                     if "date" in h and h["date"] is not None:
                         ago = day - day_number(h["date"])
-                        if ago <= 0:
-                            continue
                     else:
                         ago = float(h.get("days_ago", 0.0))
+                    # Dated or counted back, the served day and later stay out.
+                    if ago <= 0:
+                        continue
                     history.append((h["article_id"], float(ago), h.get("channel")))
                 yield c["customer_id"], history, c.get("attributes", {})
             except (KeyError, TypeError, ValueError) as e:

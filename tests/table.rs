@@ -170,6 +170,9 @@ fn a_parquet_log_with_epoch_seconds_prepares_and_trains() {
         "a trained model that scores: MAP@12 {map}"
     );
     assert!(run.join("results.md").exists());
+    // A log without channels (channel 0 throughout) reaches the Spark
+    // job's Parquet with every purchase's channel, as the JSON lines.
+    common::parquet_holds_the_json_lines_purchases(&out, &dir.path().join("serving"));
 }
 
 /// `prepare` must fail naming the place, and leave the existing cache

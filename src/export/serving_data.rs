@@ -148,7 +148,9 @@ fn write_parquet(
             p_seq.push(seq as u32);
             p_article.push(ds.items.ids[item as usize].clone());
             p_day.push(day as i32);
-            p_channel.push((channel != 0).then_some(channel));
+            // 0 as the JSON lines and submit keep it: a null would drop
+            // every channel of the customer at serving (no online share).
+            p_channel.push(channel);
         }
         with_history += usize::from(any);
     }

@@ -78,3 +78,50 @@ pub fn set_field(path: &Path, line: usize, field: usize, value: &str) {
         f.join(",")
     });
 }
+
+/// `serving-data --format parquet` (what the Spark job reads) holds the
+/// purchases of the JSON lines, in their order, every channel included: a
+/// null channel would drop the customer's channels at serving. Both are
+/// written from the cache `data` into `out`.{jsonl,parquet}.
+pub fn parquet_holds_the_json_lines_purchases(data: &Path, out: &Path) {
+    use polars::prelude::{DataType, ParquetReader, SerReader};
+    use recforge::export::serving_data::{Format, write_as};
+    let (json, pq) = (out.with_extension("jsonl"), out.with_extension("parquet"));
+    write_as(data, &json, 50, None, Format::Jsonl).unwrap();
+    write_as(data, &pq, 50, None, Format::Parquet).unwrap();
+    let df = ParquetReader::new(std::fs::File::open(pq.join("purchases.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    let channel = df
+        .column("channel")
+        .unwrap()
+        .as_materialized_series()
+        .clone();
+    assert_eq!(
+        channel.null_count(),
+        0,
+        "null channels in purchases.parquet"
+    );
+    let text = std::fs::read_to_string(json.join("customers.jsonl")).unwrap();
+    let from_json: Vec<u64> = text
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["channel"].as_u64().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let from_parquet: Vec<u64> = channel
+        .cast(&DataType::UInt64)
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert!(!from_json.is_empty());
+    assert_eq!(from_parquet, from_json);
+}

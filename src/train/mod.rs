@@ -138,11 +138,15 @@ pub fn data_parallel_step<T: Task>(
         return (value, GradientsParams::from_grads(loss.backward(), model));
     }
     let per = batch.len().div_ceil(devices.len());
-    let total = task.weight(batch).max(1e-12);
+    let parts: Vec<&[usize]> = batch.chunks(per.max(1)).collect();
+    let weights: Vec<f64> = parts.iter().map(|p| task.weight(p)).collect();
+    // A weight adds up over units (a count, or a sum per unit), so the
+    // whole batch's is its parts' sum: no third build of SASRec's batch.
+    let total = weights.iter().sum::<f64>().max(1e-12);
     let mut acc = burn::optim::GradientsAccumulator::<T::Model>::new();
     let mut value = 0.0;
-    for (part, device) in batch.chunks(per.max(1)).zip(devices) {
-        let share = task.weight(part) / total;
+    for ((part, weight), device) in parts.into_iter().zip(&weights).zip(devices) {
+        let share = weight / total;
         let replica = model.clone().fork(device);
         let loss = task
             .loss(&replica, part, rng, device)
@@ -187,7 +191,6 @@ struct Loop<'a, T: Task> {
     task: &'a T,
     /// The autodiff device training runs on, then any others a batch is
     /// split over (`--devices`).
-    ad: Device,
     devices: Vec<Device>,
     ckpt_dir: PathBuf,
     units_per_epoch: usize,
@@ -231,7 +234,6 @@ fn run<T: Report>(
         opt,
         chosen: &chosen,
         task: &task,
-        ad: chosen.device.clone().autodiff(),
         devices: std::iter::once(chosen.device.clone().autodiff())
             .chain(extra)
             .collect(),
@@ -441,7 +443,7 @@ impl<T: Report> Loop<'_, T> {
     /// A fresh model, optimizer and state (writing the run's files), or
     /// those of the newest checkpoint when resuming.
     fn start(&self) -> Result<(T::Model, ModuleOptimizer, TrainState)> {
-        let model = self.task.build(&self.ad);
+        let model = self.task.build(&self.devices[0]);
         let optim = optimizer(self.exp);
         if !self.opt.resume {
             write_run_files(self.exp, &self.opt.run_dir, self.chosen, self.task)?;

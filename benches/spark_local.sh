@@ -130,21 +130,33 @@ start_cluster() { # workers
     done
 }
 
-rows=""
-for workers in 2 1; do
-    echo "spark_local: the job on $workers worker(s)" >&2
+# The job on a fresh cluster of $1 workers, named $2 (output recs-$2, log
+# job-$2.log), over the serving data in $3, within $4 seconds, with any
+# further arguments; sets job_s to its own timing. Not in a subshell: the
+# cluster's pids must stay where the exit trap sees them.
+job_s=""
+run_job() {
+    local workers=$1 name=$2 customers_dir=$3 limit=$4 report
+    shift 4
     start_cluster "$workers"
-    if ! report=$(timeout 900 "$venv/bin/python" -m recforge.spark score \
-        --master "spark://127.0.0.1:$port" --bundle "$bundle" --customers "$work/serving" \
-        --out "$work/recs-$workers" --submission "$work/spark-$workers.csv" \
-        --partitions $((2 * workers)) 2>"$work/job-$workers.log" | tail -1); then
+    if ! report=$(timeout "$limit" "$venv/bin/python" -m recforge.spark score \
+        --master "spark://127.0.0.1:$port" --bundle "$bundle" --customers "$customers_dir" \
+        --out "$work/recs-$name" "$@" 2>"$work/job-$name.log" | tail -1); then
         echo "spark_local: the job failed; its log ends:" >&2
-        tail -40 "$work/job-$workers.log" >&2
+        tail -40 "$work/job-$name.log" >&2
         exit 1
     fi
     stop_cluster
+    job_s=$("$venv/bin/python" -c "import ast,sys; print(ast.literal_eval(sys.argv[1])['seconds'])" "$report")
+}
+
+rows=""
+for workers in 2 1; do
+    echo "spark_local: the job on $workers worker(s)" >&2
+    run_job "$workers" "$workers" "$work/serving" 900 \
+        --submission "$work/spark-$workers.csv" --partitions $((2 * workers))
+    secs=$job_s
     if cmp -s "$work/spark-$workers.csv" "$work/submit.csv"; then same="identical"; else same="**differs**"; fi
-    secs=$("$venv/bin/python" -c "import ast,sys; print(ast.literal_eval(sys.argv[1])['seconds'])" "$report")
     rate=$(calc "round($customers / $secs)")
     sub_rate=$(calc "round($customers / $submit_s)")
     rows+="| $workers | $customers | $secs | $rate | $sub_rate | $(calc "round($rate / $sub_rate, 2)") | $same |"$'\n'
@@ -169,16 +181,8 @@ PY
 scale=""
 for workers in 2 1; do
     echo "spark_local: 10x the customers on $workers worker(s)" >&2
-    start_cluster "$workers"
-    if ! report=$(timeout 1200 "$venv/bin/python" -m recforge.spark score \
-        --master "spark://127.0.0.1:$port" --bundle "$bundle" --customers "$work/serving-x10" \
-        --out "$work/recs-x10-$workers" --partitions $((4 * workers)) 2>"$work/job-x10-$workers.log" | tail -1); then
-        echo "spark_local: the job failed; its log ends:" >&2
-        tail -40 "$work/job-x10-$workers.log" >&2
-        exit 1
-    fi
-    stop_cluster
-    secs=$("$venv/bin/python" -c "import ast,sys; print(ast.literal_eval(sys.argv[1])['seconds'])" "$report")
+    run_job "$workers" "x10-$workers" "$work/serving-x10" 1200 --partitions $((4 * workers))
+    secs=$job_s
     rate=$(calc "round($((10 * customers)) / $secs)")
     scale+="| $workers | $((10 * customers)) | $secs | $rate | $(calc "round($rate / $(calc "round($customers / $submit_s)"), 2)") |"$'\n'
 done
